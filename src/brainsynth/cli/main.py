@@ -33,6 +33,11 @@ def _register_all() -> None:
         mod.register(app)
 
 
+@app.callback()
+def _root() -> None:
+    """brainsynth: diffusion models for 3D brain MRI synthesis and restoration."""
+
+
 @app.command()
 def version() -> None:
     """Print the package version."""
