@@ -40,7 +40,11 @@ class NoiseProcess(Protocol):
     num_timesteps: int
 
     def sample_t(
-        self, batch: int, *, generator: torch.Generator | None = None, device: str | torch.device = "cpu"
+        self,
+        batch: int,
+        *,
+        generator: torch.Generator | None = None,
+        device: str | torch.device = "cpu",
     ) -> Tensor: ...
 
     def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor, y: Tensor | None = None) -> Tensor: ...

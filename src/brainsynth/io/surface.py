@@ -59,7 +59,8 @@ def validate_mesh(vertices: np.ndarray, faces: np.ndarray, path: str | Path | No
         raise InputError(path, "vertices contain NaN or infinite coordinates")
     if faces.min() < 0 or faces.max() >= vertices.shape[0]:
         raise InputError(
-            path, f"face indices out of range [0, {vertices.shape[0]}): {faces.min()}..{faces.max()}"
+            path,
+            f"face indices out of range [0, {vertices.shape[0]}): {faces.min()}..{faces.max()}",
         )
 
 
