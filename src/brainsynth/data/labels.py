@@ -40,7 +40,7 @@ def detect_scheme(labels: np.ndarray) -> LabelScheme:
 
 
 def voxel_volume(affine: np.ndarray) -> float:
-    return float(abs(np.linalg.det(np.asarray(affine)[:3, :3])))
+    return round(float(abs(np.linalg.det(np.asarray(affine)[:3, :3]))), 9)
 
 
 def ventricle_mask(labels: np.ndarray, scheme: LabelScheme | None = None) -> np.ndarray:

@@ -64,6 +64,18 @@ def _suffix(path: Path) -> str:
     return path.suffix.lower()
 
 
+def _diagnose(path: Path, err: Exception) -> str:
+    """Say *why* nibabel failed: a broken gzip stream is the most common cause."""
+    if path.name.lower().endswith(".gz") or _suffix(path) == ".mgz":
+        try:
+            with gzip.open(path, "rb") as fh:
+                while fh.read(1 << 22):
+                    pass
+        except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as gz_err:
+            return f"corrupt or truncated gzip data ({gz_err})"
+    return f"cannot read as NIfTI/MGZ ({err})"
+
+
 def read_volume(
     path: str | Path, *, ndim: int | None = 3, dtype: type | None = np.float32
 ) -> Volume:
@@ -84,7 +96,7 @@ def read_volume(
     except (EOFError, zlib.error, gzip.BadGzipFile) as e:
         raise InputError(path, f"corrupt or truncated gzip data ({e})") from e
     except (nib.filebasedimages.ImageFileError, OSError, ValueError) as e:
-        raise InputError(path, f"cannot read as NIfTI/MGZ ({e})") from e
+        raise InputError(path, _diagnose(path, e)) from e
     if ndim == 3 and raw.ndim == 4 and raw.shape[3] == 1:
         raw = raw[..., 0]
     if ndim is not None and raw.ndim != ndim:
