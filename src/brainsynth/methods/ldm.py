@@ -1,0 +1,158 @@
+"""Method ``ldm``: conditional latent diffusion of whole-brain T1w volumes (Pinaya et al. 2022).
+
+Stage ``ae``: a KL autoencoder (L1 + KL, optional patch-adversarial term) compresses the volume;
+the latent scale factor (1 / std of the training latents) is computed from data at the end.
+Stage ``diffusion``: a Gaussian diffusion in latent space conditioned on (age, sex, ventricle
+volume, brain volume), with condition dropout for classifier-free guidance; DDIM sampling.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.networks.nets import PatchDiscriminator
+
+from brainsynth.config import load_config, to_dict
+from brainsynth.data.cache import read_cache_info, read_cache_manifest
+from brainsynth.data.covariates import COVARIATES, CovariateNormaliser
+from brainsynth.diffusion.gaussian import GaussianProcess
+from brainsynth.errors import InputError
+from brainsynth.io import write_text_atomic
+from brainsynth.methods.ldm_config import LDMConfig
+from brainsynth.methods.ldm_data import ImageSet, LatentSet, crop_to, encode_all
+from brainsynth.methods.ldm_losses import AEWithDiscriminator, ae_loss, diffusion_loss, make_cond
+from brainsynth.nn.autoencoder import build_autoencoder, downsample_factor
+from brainsynth.nn.presets import UNET_PRESETS
+from brainsynth.nn.unet import build_unet
+from brainsynth.sampling import ddim_sample, guided
+from brainsynth.training.checkpoint import load_checkpoint
+from brainsynth.training.trainer import Trainer
+
+N_COV = len(COVARIATES)
+
+
+def load_ldm_config(path=None, overrides=None, base: dict | None = None) -> LDMConfig:
+    return load_config(LDMConfig, path, overrides, base)
+
+
+def _multiple(cfg: LDMConfig) -> int:
+    unet_levels = len(UNET_PRESETS[cfg.diffusion.preset]["channels"])
+    return downsample_factor(cfg.ae.preset) * 2 ** (unet_levels - 1)
+
+
+def build_ae(cfg: LDMConfig, grad_ckpt: bool = False):
+    return build_autoencoder(cfg.ae.preset, 3, 1, cfg.ae.latent_channels, grad_checkpointing=grad_ckpt)
+
+
+def build_denoiser(cfg: LDMConfig, grad_ckpt: bool = False):
+    c = cfg.diffusion.conditioning
+    return build_unet(
+        cfg.diffusion.preset,
+        3,
+        cfg.ae.latent_channels,
+        cfg.ae.latent_channels,
+        concat_channels=N_COV if c in ("concat", "both") else 0,
+        context_dim=N_COV if c in ("crossattn", "both") else None,
+        grad_checkpointing=grad_ckpt,
+    )
+
+
+def build_process(cfg: LDMConfig) -> GaussianProcess:
+    d = cfg.diffusion
+    return GaussianProcess(d.num_timesteps, d.schedule, d.prediction, d.beta_start, d.beta_end)
+
+
+def train_autoencoder(cfg: LDMConfig, cache: Path, out: Path, resume: bool = False, device=None) -> Path:
+    """Stage 1. Writes checkpoints, latent_stats.json and recon_metrics.json into ``out``."""
+    train = ImageSet(cache, "train", cfg.data.downsample, _multiple(cfg))
+    disc = None
+    if cfg.ae.adv_weight > 0:
+        disc = PatchDiscriminator(spatial_dims=3, channels=cfg.ae.disc_channels, in_channels=1, num_layers_d=3)
+    model = AEWithDiscriminator(build_ae(cfg, cfg.train_ae.grad_checkpointing), disc)
+    run_cfg = {"method": "ldm", "stage": "ae", "cache": str(cache), **to_dict(cfg)}
+    trainer = Trainer(
+        model, ae_loss(cfg.ae.kl_weight, cfg.ae.adv_weight, cfg.ae.adv_start), train, cfg.train_ae, out,
+        config_dict=run_cfg, device=device,
+    )
+    if resume:
+        trainer.resume()
+        model.step = trainer.step * cfg.train_ae.grad_accum
+    trainer.fit()
+    if trainer.dist.is_main:
+        _finish_autoencoder(trainer.ema.model.ae, cfg, cache, out, trainer.device)
+    return out
+
+
+def _finish_autoencoder(ae, cfg: LDMConfig, cache: Path, out: Path, device) -> None:
+    train = ImageSet(cache, "train", cfg.data.downsample, _multiple(cfg))
+    lat, _ = encode_all(ae, train, device)
+    stats = {"scale_factor": float(1.0 / lat.std()), "latent_shape": list(lat.shape[1:]), "n": len(lat)}
+    write_text_atomic(out / "latent_stats.json", json.dumps(stats, indent=1))
+    split = "val" if read_cache_manifest(cache, "val") else "train"
+    metrics = reconstruction_metrics(ae, ImageSet(cache, split, cfg.data.downsample, _multiple(cfg)), device)
+    write_text_atomic(out / "recon_metrics.json", json.dumps({"split": split, **metrics}, indent=1))
+
+
+@torch.no_grad()
+def reconstruction_metrics(ae, data: ImageSet, device) -> dict:
+    """MAE / PSNR (data range 1) / SSIM of posterior-mean reconstructions, inside the image grid."""
+    from monai.metrics import SSIMMetric
+
+    ssim = SSIMMetric(spatial_dims=3, data_range=1.0, win_size=7)
+    mae, psnr, ss = [], [], []
+    ae.eval()
+    for i in range(len(data)):
+        x = data[i]["image"][None].to(device)
+        mu, _ = ae.encode(x)
+        r = ae.decode(mu).clamp(0, 1)
+        x, r = crop_to(x, data.shape).float(), crop_to(r, data.shape).float()
+        mae.append(float((x - r).abs().mean()))
+        psnr.append(float(10 * torch.log10(1.0 / ((x - r) ** 2).mean().clamp_min(1e-12))))
+        ss.append(float(ssim(r.cpu(), x.cpu()).mean()))
+    return {"mae": float(np.mean(mae)), "psnr": float(np.mean(psnr)), "ssim": float(np.mean(ss)), "n": len(mae)}
+
+
+def load_autoencoder(ae_dir: Path, device) -> tuple:
+    """(autoencoder with EMA weights, its LDMConfig, scale factor)."""
+    ck = load_checkpoint(ae_dir, names=("ema",), with_state=False)
+    meta = ck["meta"]["config"]
+    cfg = load_ldm_config(base={k: meta[k] for k in to_dict(LDMConfig()) if k in meta})
+    ae = build_ae(cfg)
+    ae.load_state_dict({k[len("ae.") :]: v for k, v in ck["ema"].items() if k.startswith("ae.")})
+    stats_file = Path(ae_dir) / "latent_stats.json"
+    if not stats_file.exists():
+        raise InputError(stats_file, "missing: the autoencoder run did not finish")
+    return ae.to(device).eval(), cfg, json.loads(stats_file.read_text())["scale_factor"]
+
+
+def train_diffusion(cfg: LDMConfig, cache: Path, ae_dir: Path, out: Path, resume: bool = False, device=None) -> Path:
+    """Stage 2: latent diffusion on the (scaled) posterior means of the training images."""
+    from brainsynth.training.distributed import pick_device
+
+    device = device or pick_device(cfg.train_diffusion.device)
+    ae, ae_cfg, scale = load_autoencoder(ae_dir, device)
+    if (ae_cfg.ae, ae_cfg.data) != (cfg.ae, cfg.data):
+        cfg = load_ldm_config(base={**to_dict(cfg), "ae": to_dict(ae_cfg.ae), "data": to_dict(ae_cfg.data)})
+    lat, cov = encode_all(ae, ImageSet(cache, "train", cfg.data.downsample, _multiple(cfg)), device)
+    del ae
+    info = read_cache_info(cache)
+    rows = [{k: r[k] for k in COVARIATES} for r in read_cache_manifest(cache, "train")]
+    run_cfg = {
+        "method": "ldm", "stage": "diffusion", "cache": str(cache), "ae_dir": str(Path(ae_dir).resolve()),
+        "scale_factor": scale, "covariate_normaliser": info["covariate_normaliser"],
+        "training_covariates": rows, "reference_affine": info["reference_affine"],
+        "cache_spacing": info["spacing"], "cache_shape": info["shape"], **to_dict(cfg),
+    }
+    d = cfg.diffusion
+    trainer = Trainer(
+        build_denoiser(cfg, cfg.train_diffusion.grad_checkpointing),
+        diffusion_loss(build_process(cfg), d.conditioning, d.cond_dropout),
+        LatentSet(lat * scale, cov), cfg.train_diffusion, out, config_dict=run_cfg, device=device,
+    )
+    if resume:
+        trainer.resume()
+    trainer.fit()
+    return out

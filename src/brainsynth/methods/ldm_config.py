@@ -1,0 +1,52 @@
+"""Config schema of the latent diffusion method (values in configs/ldm_*.yaml)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from brainsynth.config.schema import TrainConfig
+
+
+@dataclass(frozen=True)
+class LDMData:
+    downsample: int = 1  # average-pool the cache by this factor (2: a 2 mm cache trains at 4 mm)
+
+
+@dataclass(frozen=True)
+class AEConfig:
+    preset: Literal["tiny", "small", "base"] = "tiny"
+    latent_channels: int = 3
+    kl_weight: float = 1e-6
+    adv_weight: float = 0.0  # patch-adversarial loss; 0 disables it
+    adv_start: int = 0  # warm-up: no adversarial term before this step
+    disc_channels: int = 32
+
+
+@dataclass(frozen=True)
+class LDMDiffusionConfig:
+    preset: Literal["tiny", "small", "base"] = "tiny"
+    num_timesteps: int = 1000
+    schedule: Literal["linear", "scaled_linear", "cosine"] = "scaled_linear"
+    beta_start: float = 0.0015
+    beta_end: float = 0.0195
+    prediction: Literal["eps", "x0", "v"] = "v"
+    conditioning: Literal["crossattn", "concat", "both"] = "crossattn"
+    cond_dropout: float = 0.15  # probability of training a row unconditionally (for guidance)
+
+
+@dataclass(frozen=True)
+class LDMSample:
+    steps: int = 50
+    eta: float = 0.0
+    guidance: float = 1.5
+
+
+@dataclass(frozen=True)
+class LDMConfig:
+    data: LDMData = field(default_factory=LDMData)
+    ae: AEConfig = field(default_factory=AEConfig)
+    diffusion: LDMDiffusionConfig = field(default_factory=LDMDiffusionConfig)
+    train_ae: TrainConfig = field(default_factory=TrainConfig)
+    train_diffusion: TrainConfig = field(default_factory=TrainConfig)
+    sample: LDMSample = field(default_factory=LDMSample)

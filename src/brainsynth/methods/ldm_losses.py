@@ -1,0 +1,73 @@
+"""Losses of the two latent-diffusion stages, as ``loss_fn(model, batch, generator)``."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from monai.networks.nets import AutoencoderKL, PatchDiscriminator
+from torch import nn
+from torch.func import functional_call
+
+from brainsynth.diffusion.base import Cond
+from brainsynth.diffusion.gaussian import GaussianProcess
+from brainsynth.nn.autoencoder import kl_divergence
+
+
+class AEWithDiscriminator(nn.Module):
+    """Autoencoder + optional patch discriminator, trained by one optimiser: the discriminator's
+    parameters receive gradients only from its own hinge loss (the generator term is evaluated with
+    detached discriminator weights)."""
+
+    def __init__(self, ae: AutoencoderKL, disc: PatchDiscriminator | None):
+        super().__init__()
+        self.ae, self.disc = ae, disc
+        self.step = 0  # set by the loss (adversarial warm-up)
+
+
+def ae_loss(kl_weight: float, adv_weight: float, adv_start: int):
+    def loss_fn(model: nn.Module, batch: dict, generator: torch.Generator) -> torch.Tensor:
+        m = model.module if hasattr(model, "module") else model
+        x = batch["image"]
+        z_mu, z_sigma = m.ae.encode(x)
+        eps = torch.randn(z_mu.shape, generator=generator, device="cpu").to(z_mu)
+        recon = m.ae.decode(z_mu + z_sigma * eps)
+        loss = F.l1_loss(recon.float(), x.float()) + kl_weight * kl_divergence(z_mu.float(), z_sigma.float())
+        m.step += 1
+        if m.disc is None or adv_weight <= 0 or m.step < adv_start:
+            return loss
+        frozen = {k: v.detach() for k, v in m.disc.named_parameters()}
+        fake_logits = functional_call(m.disc, frozen, (recon,))[-1]
+        loss = loss + adv_weight * (-fake_logits.float().mean())  # generator hinge term
+        real = m.disc(x)[-1].float()
+        fake = m.disc(recon.detach())[-1].float()
+        d_loss = 0.5 * (F.relu(1 - real).mean() + F.relu(1 + fake).mean())
+        return loss + d_loss
+
+    return loss_fn
+
+
+def diffusion_loss(process: GaussianProcess, conditioning: str, cond_dropout: float):
+    """MSE to the process's target, conditions dropped (rows set to NaN) with ``cond_dropout``."""
+
+    def loss_fn(model: nn.Module, batch: dict, generator: torch.Generator) -> torch.Tensor:
+        z0 = batch["latent"]
+        b = z0.shape[0]
+        t = process.sample_t(b, generator=generator).to(z0.device)
+        noise = torch.randn(z0.shape, generator=generator).to(z0)
+        drop = torch.rand(b, generator=generator) < cond_dropout
+        cov = batch["covariates"].clone()
+        cov[drop.to(cov.device)] = float("nan")
+        cond = make_cond(cov, conditioning, z0.shape[2:])
+        out = model(process.q_sample(z0, t, noise), t, cond)
+        return F.mse_loss(out.float(), process.target(z0, t, noise).float())
+
+    return loss_fn
+
+
+def make_cond(cov: torch.Tensor, conditioning: str, spatial: tuple[int, ...]) -> Cond:
+    """Covariates (B, K) -> Cond: context for cross-attention and/or constant concat channels."""
+    context = cov if conditioning in ("crossattn", "both") else None
+    concat = None
+    if conditioning in ("concat", "both"):
+        concat = torch.nan_to_num(cov).reshape(*cov.shape, *([1] * len(spatial))).expand(*cov.shape, *spatial)
+    return Cond(concat, context)
