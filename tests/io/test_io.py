@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 
 import nibabel as nib
 import numpy as np
@@ -38,6 +39,21 @@ def test_label_dtype_kept(tmp_path):
     back = read_volume(write_volume(lab, tmp_path / "l.nii.gz"), dtype=None)
     assert back.data.dtype == np.uint16
     np.testing.assert_array_equal(back.data, lab.data)
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".mgz"])
+@pytest.mark.parametrize("dtype", [np.int64, np.uint16, bool])
+def test_integer_volumes_written_in_a_storable_dtype(tmp_path, suffix, dtype):
+    data = np.arange(60).reshape(3, 4, 5) % 2 if dtype is bool else np.arange(60).reshape(3, 4, 5)
+    back = read_volume(write_volume(Volume(data.astype(dtype), np.eye(4)), tmp_path / f"i{suffix}"))
+    np.testing.assert_array_equal(back.data, data)
+
+
+def test_nifti_header_says_mm_and_scanner_space(tmp_path):
+    p = write_volume(Volume(np.zeros((2, 2, 2), np.float32), _oblique_affine()), tmp_path / "h.nii")
+    hdr = nib.load(str(p)).header
+    assert hdr.get_xyzt_units()[0] == "mm"
+    assert int(hdr["sform_code"]) == 1 and int(hdr["qform_code"]) == 1
 
 
 def _mesh() -> Surface:
@@ -85,6 +101,21 @@ def test_corrupt_gzip_named(tmp_path):
         read_volume(p)
 
 
+@pytest.mark.parametrize("suffix", [".nii", ".mgz"])
+def test_truncated_nii_and_mgz_named(tmp_path, suffix):
+    vol = Volume(np.random.default_rng(0).random((10, 10, 10)).astype(np.float32), np.eye(4))
+    p = write_volume(vol, tmp_path / f"t{suffix}")
+    p.write_bytes(p.read_bytes()[:-1500])
+    with pytest.raises(InputError, match=rf"t\{suffix}: (corrupt|truncated|cannot read)"):
+        read_volume(p)
+
+
+def test_empty_file_named(tmp_path):
+    (tmp_path / "e.nii.gz").write_bytes(b"")
+    with pytest.raises(InputError, match=r"e\.nii\.gz: .*(Empty|empty|corrupt)"):
+        read_volume(tmp_path / "e.nii.gz")
+
+
 def test_not_gzip_at_all(tmp_path):
     p = tmp_path / "b.nii.gz"
     p.write_bytes(b"this is not gzip")
@@ -124,6 +155,13 @@ def test_empty_and_non_triangular_mesh(tmp_path):
         Surface(np.zeros((4, 3)), np.array([[0, 1, 2, 3]]))
     with pytest.raises(InputError, match="out of range"):
         Surface(np.zeros((3, 3)), np.array([[0, 1, 5]]))
+    # FreeSurfer files that are not surfaces, broken GIfTI XML
+    (tmp_path / "lh.pial").write_bytes(b"")
+    with pytest.raises(InputError, match=r"lh\.pial: cannot read"):
+        read_surface(tmp_path / "lh.pial")
+    (tmp_path / "broken.surf.gii").write_text("<GIFTI")
+    with pytest.raises(InputError, match=r"broken\.surf\.gii: cannot read surface"):
+        read_surface(tmp_path / "broken.surf.gii")
     # a GIfTI with points but no triangles
     img = nib.gifti.GiftiImage()
     img.add_gifti_data_array(
@@ -132,6 +170,15 @@ def test_empty_and_non_triangular_mesh(tmp_path):
     nib.save(img, str(tmp_path / "pts.surf.gii"))
     with pytest.raises(InputError, match=r"pts\.surf\.gii: .*no TRIANGLE"):
         read_surface(tmp_path / "pts.surf.gii")
+
+
+def test_atomic_write_honours_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        p = write_volume(Volume(np.ones((2, 2, 2), np.float32), np.eye(4)), tmp_path / "m.nii.gz")
+    finally:
+        os.umask(old)
+    assert p.stat().st_mode & 0o777 == 0o644  # readable by others, like any file we create
 
 
 def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
@@ -164,3 +211,11 @@ def test_real_pycortex_surface_and_t1(shared_data):
     assert np.mean(t1.data[idx[:, 0], idx[:, 1], idx[:, 2]] > 20) > 0.95
     with gzip.open(s1 / "anat" / "sub-S1_T1w.nii.gz") as fh:
         assert fh.read(4)  # readable gzip
+
+
+def test_truncated_real_scan_named(shared_data, tmp_path):
+    src = shared_data / "ixi" / "sub-IXI012" / "anat" / "sub-IXI012_T1w.nii.gz"
+    bad = tmp_path / "sub-IXI012_T1w.nii.gz"
+    bad.write_bytes(src.read_bytes()[: src.stat().st_size * 2 // 3])
+    with pytest.raises(InputError, match=r"sub-IXI012_T1w\.nii\.gz: corrupt or truncated gzip"):
+        read_volume(bad)

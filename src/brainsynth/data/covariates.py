@@ -1,12 +1,19 @@
-"""Covariates: age (years), sex (M/F), ventricle volume and brain volume (mm^3).
+"""Covariates: the four traits a conditional model takes, in natural units and normalised.
 
-Models take them as a normalised vector in the fixed order ``COVARIATES``: continuous values are
-standardised with the training split's mean/std; sex is 0 for F and 1 for M.
+``COVARIATES`` fixes names and order: ``age`` (years), ``sex`` (coded ``F`` -> 0, ``M`` -> 1),
+``ventricle_volume`` and ``brain_volume`` (mm^3; definitions in ``brainsynth.data.labels``).
+Missing values are ``None`` in natural units (NaN in arrays and tensors).
+
+``CovariateNormaliser`` is fitted on the training split: continuous covariates are standardised,
+``(x - mean) / std``; sex stays 0/1. A missing value becomes the training mean (0 after
+standardisation; the fraction of M for sex), so ``transform`` always returns a finite vector; use
+``missing_mask`` to know which entries were imputed.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,9 +21,11 @@ import numpy as np
 from brainsynth.errors import InputError
 
 COVARIATES: tuple[str, ...] = ("age", "sex", "ventricle_volume", "brain_volume")
-CONTINUOUS = ("age", "ventricle_volume", "brain_volume")
-# Column names accepted in tables, mapped to our names.
-ALIASES = {
+CONTINUOUS: tuple[str, ...] = ("age", "ventricle_volume", "brain_volume")
+UNITS = {"age": "years", "sex": "F=0, M=1", "ventricle_volume": "mm^3", "brain_volume": "mm^3"}
+
+# Table column names (lower case) accepted for each covariate.
+ALIASES: dict[str, str] = {
     "age": "age",
     "sex": "sex",
     "gender": "sex",
@@ -27,81 +36,124 @@ ALIASES = {
     "brain_mm3": "brain_volume",
     "brain": "brain_volume",
 }
-_SEX = {"m": 1.0, "male": 1.0, "1": 1.0, "f": 0.0, "female": 0.0, "0": 0.0}
-_MISSING = {"", "n/a", "na", "nan", "none"}
+SEX_CODES: dict[str, float] = {"f": 0.0, "female": 0.0, "m": 1.0, "male": 1.0}
+SEX_LETTERS: dict[float, str] = {0.0: "F", 1.0: "M"}
+MISSING: frozenset[str] = frozenset({"", "n/a", "na", "nan", "none", "null"})
 
 
-def check_names(names) -> None:
+def check_names(names: Iterable[str]) -> None:
+    """Raise a clear error for a covariate name that is not one of ``COVARIATES``."""
     unknown = [n for n in names if n not in COVARIATES]
     if unknown:
         raise InputError(None, f"unknown covariate(s) {unknown}; known: {list(COVARIATES)}")
 
 
-def parse_value(name: str, raw) -> float | None:
-    """Parse a table cell: numbers as float, sex as 0/1, n/a and blanks as None."""
+def is_missing(value: object) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return isinstance(value, str) and value.strip().lower() in MISSING
+
+
+def parse_value(name: str, raw: object) -> float | None:
+    """Parse a table cell: numbers as float, sex F/M (female/male) as 0/1, n/a and blanks as None."""
     check_names([name])
-    if raw is None or (isinstance(raw, float) and math.isnan(raw)):
-        return None
-    text = str(raw).strip().lower()
-    if text in _MISSING:
+    if is_missing(raw):
         return None
     if name == "sex":
-        if text not in _SEX:
-            raise InputError(None, f"sex must be M or F, got {raw!r}")
-        return _SEX[text]
+        if isinstance(raw, (int, float)) and float(raw) in SEX_LETTERS:
+            return float(raw)
+        text = str(raw).strip().lower()
+        if text not in SEX_CODES:
+            raise InputError(None, f"sex must be M or F (or n/a), got {raw!r}")
+        return SEX_CODES[text]
     try:
-        return float(text)
+        value = float(str(raw).strip())
     except ValueError as e:
         raise InputError(None, f"{name} must be a number, got {raw!r}") from e
+    if not math.isfinite(value) or value < 0:
+        raise InputError(None, f"{name} must be a finite non-negative number, got {raw!r}")
+    return value
 
 
 def sex_code(raw: str) -> float:
+    """``"F"`` -> 0.0, ``"M"`` -> 1.0 (also female/male); anything else is an error."""
     value = parse_value("sex", raw)
     if value is None:
         raise InputError(None, f"sex must be M or F, got {raw!r}")
     return value
 
 
+def format_value(name: str, value: float | None) -> str:
+    """Inverse of ``parse_value`` for writing tables: sex as M/F, missing as n/a."""
+    if is_missing(value):
+        return "n/a"
+    if name == "sex":
+        return SEX_LETTERS.get(float(value), "n/a")  # type: ignore[arg-type]
+    return f"{float(value):.10g}"  # type: ignore[arg-type]
+
+
+def missing_mask(values: Mapping[str, float | None]) -> np.ndarray:
+    """(4,) bool: True where a covariate is missing."""
+    return np.array([is_missing(values.get(n)) for n in COVARIATES], dtype=bool)
+
+
 @dataclass
 class CovariateNormaliser:
-    """Standardise covariates with statistics from the training split (JSON round-trip)."""
+    """Standardise covariates with training-split statistics; JSON round trip via to/from_dict."""
 
     mean: dict[str, float]
     std: dict[str, float]
-    sex_fraction_male: float = 0.5
+    sex_fraction_male: float = 0.5  # mean sex code in the training split; imputed when missing
 
     @classmethod
-    def fit(cls, rows: list[dict[str, float | None]]) -> CovariateNormaliser:
+    def fit(cls, rows: Iterable[Mapping[str, float | None]]) -> CovariateNormaliser:
+        rows = list(rows)
         mean, std = {}, {}
         for name in CONTINUOUS:
-            vals = np.array([r[name] for r in rows if r.get(name) is not None], dtype=np.float64)
+            vals = np.array([r[name] for r in rows if not is_missing(r.get(name))], np.float64)
             mean[name] = float(vals.mean()) if vals.size else 0.0
-            std[name] = float(vals.std()) if vals.size > 1 and vals.std() > 0 else 1.0
-        sexes = [r["sex"] for r in rows if r.get("sex") is not None]
+            sd = float(vals.std()) if vals.size > 1 else 0.0
+            std[name] = sd if sd > 0 else 1.0
+        sexes = [float(r["sex"]) for r in rows if not is_missing(r.get("sex"))]  # type: ignore[arg-type]
         return cls(mean, std, float(np.mean(sexes)) if sexes else 0.5)
 
-    def transform(self, values: dict[str, float | None]) -> np.ndarray:
-        """Natural units -> normalised vector (missing continuous -> 0 = the mean)."""
+    def transform(self, values: Mapping[str, float | None]) -> np.ndarray:
+        """Natural units -> (4,) float32 in ``COVARIATES`` order; missing -> training mean."""
         check_names(values)
         out = np.zeros(len(COVARIATES), dtype=np.float32)
         for i, name in enumerate(COVARIATES):
             v = values.get(name)
             if name == "sex":
-                out[i] = self.sex_fraction_male if v is None else v
-            else:
-                out[i] = 0.0 if v is None else (v - self.mean[name]) / self.std[name]
+                out[i] = self.sex_fraction_male if is_missing(v) else float(v)  # type: ignore[arg-type]
+            elif not is_missing(v):
+                out[i] = (float(v) - self.mean[name]) / self.std[name]  # type: ignore[arg-type]
         return out
 
-    def inverse(self, vector: np.ndarray) -> dict[str, float]:
+    def inverse(self, vector: np.ndarray | Iterable[float]) -> dict[str, float]:
+        """(4,) normalised vector -> natural units (sex stays a number in [0, 1])."""
+        vec = np.asarray(vector, dtype=np.float64).reshape(-1)
+        if vec.shape != (len(COVARIATES),):
+            raise ValueError(f"expected {len(COVARIATES)} values, got shape {vec.shape}")
         out = {}
         for i, name in enumerate(COVARIATES):
-            v = float(vector[i])
+            v = float(vec[i])
             out[name] = v if name == "sex" else v * self.std[name] + self.mean[name]
         return out
 
     def to_dict(self) -> dict:
-        return {"mean": self.mean, "std": self.std, "sex_fraction_male": self.sex_fraction_male}
+        return {
+            "covariates": list(COVARIATES),
+            "units": dict(UNITS),
+            "mean": dict(self.mean),
+            "std": dict(self.std),
+            "sex_fraction_male": self.sex_fraction_male,
+        }
 
     @classmethod
-    def from_dict(cls, d: dict) -> CovariateNormaliser:
+    def from_dict(cls, d: Mapping) -> CovariateNormaliser:
+        names = d.get("covariates", list(COVARIATES))
+        if list(names) != list(COVARIATES):
+            raise InputError(None, f"normaliser is for covariates {names}, expected {COVARIATES}")
         return cls(dict(d["mean"]), dict(d["std"]), float(d.get("sex_fraction_male", 0.5)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,10 +19,16 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes) if path.suffixes else ""
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.stem.split('.')[0]}.", suffix=suffix, dir=path.parent
-    )
-    os.close(fd)
+    # Not mkstemp: its 0600 mode would survive the rename; O_CREAT with 0666 honours the umask.
+    for _ in range(100):
+        tmp = path.parent / f".{path.stem.split('.')[0]}.{secrets.token_hex(6)}{suffix}"
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            break
+        except FileExistsError:
+            continue
+    else:  # pragma: no cover - 100 random collisions
+        raise FileExistsError(f"cannot create a temporary file next to {path}")
     tmp_path = Path(tmp)
     try:
         yield tmp_path

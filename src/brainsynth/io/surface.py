@@ -71,9 +71,11 @@ def _is_gifti(path: Path) -> bool:
 def _read_gifti(path: Path) -> Surface:
     if path.name.lower().endswith(".gz"):
         with gzip.open(path, "rb") as fh:
-            img = nib.gifti.GiftiImage.from_bytes(fh.read())
+            img: nib.filebasedimages.FileBasedImage = nib.gifti.GiftiImage.from_bytes(fh.read())
     else:
         img = nib.load(str(path))
+    if not isinstance(img, nib.gifti.GiftiImage):
+        raise InputError(path, f"not a GIfTI image ({type(img).__name__})")
     pts = [d for d in img.darrays if d.intent == nib.nifti1.intent_codes["NIFTI_INTENT_POINTSET"]]
     tri = [d for d in img.darrays if d.intent == nib.nifti1.intent_codes["NIFTI_INTENT_TRIANGLE"]]
     if not pts:

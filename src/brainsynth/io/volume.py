@@ -92,6 +92,8 @@ def read_volume(
         raise InputError(path, f"not a volume file (expected one of {', '.join(VOLUME_SUFFIXES)})")
     try:
         img = nib.load(str(path))
+        if not isinstance(img, nib.spatialimages.SpatialImage):
+            raise InputError(path, f"not a volume image ({type(img).__name__})")
         raw = np.asanyarray(img.dataobj)
     except (EOFError, zlib.error, gzip.BadGzipFile) as e:
         raise InputError(path, f"corrupt or truncated gzip data ({e})") from e
@@ -108,21 +110,41 @@ def read_volume(
     return Volume(np.ascontiguousarray(data), np.asarray(img.affine, dtype=np.float64))
 
 
-def write_volume(volume: Volume, path: str | Path, *, dtype: type | None = None) -> Path:
-    """Write ``volume`` atomically; the format follows the suffix (.nii, .nii.gz, .mgz)."""
-    path = Path(path)
-    data = volume.data if dtype is None else volume.data.astype(dtype)
-    if data.dtype == np.float64:
-        data = data.astype(np.float32)
+_MGH_DTYPES = (np.uint8, np.int16, np.int32, np.float32)
+
+
+def _storable(data: np.ndarray, suffix: str, path: Path) -> np.ndarray:
+    """Cast to a dtype the format stores (NIfTI rejects int64 by default; MGH has 4 dtypes)."""
     if data.dtype == bool:
-        data = data.astype(np.uint8)
+        return data.astype(np.uint8)
+    if data.dtype == np.float64 or (suffix in (".mgz", ".mgh") and data.dtype.kind == "f"):
+        return data.astype(np.float32)
+    wide_int = data.dtype.kind in "iu" and data.dtype.itemsize == 8
+    if wide_int or (suffix in (".mgz", ".mgh") and data.dtype.type not in _MGH_DTYPES):
+        if data.dtype.kind in "iu":
+            info = np.iinfo(np.int32)
+            if data.size and (data.min() < info.min or data.max() > info.max):
+                raise InputError(path, f"integer values {data.min()}..{data.max()} exceed int32")
+            return data.astype(np.int32)
+    return data
+
+
+def write_volume(volume: Volume, path: str | Path, *, dtype: type | None = None) -> Path:
+    """Write ``volume`` atomically; the format follows the suffix (.nii, .nii.gz, .mgz).
+
+    Units are millimetres; NIfTI gets the affine as both qform and sform (code 1, scanner).
+    """
+    path = Path(path)
     suffix = _suffix(path)
+    data = volume.data if dtype is None else volume.data.astype(dtype)
+    data = _storable(np.asarray(data), suffix, path)
     if suffix in (".mgz", ".mgh"):
         img: nib.spatialimages.SpatialImage = nib.MGHImage(data, volume.affine)
     elif suffix in (".nii", ".nii.gz"):
         img = nib.Nifti1Image(data, volume.affine)
         img.set_qform(volume.affine, code=1)
         img.set_sform(volume.affine, code=1)
+        img.header.set_xyzt_units("mm", "sec")
     else:
         raise InputError(path, f"unknown volume format (use one of {', '.join(VOLUME_SUFFIXES)})")
     with atomic_path(path) as tmp:
