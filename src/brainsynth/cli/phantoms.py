@@ -1,4 +1,4 @@
-"""``brainsynth phantoms``: write the embedded phantom cohort (BIDS)."""
+"""``brainsynth phantoms``: write the embedded phantom cohort (BIDS), no data or download needed."""
 
 from __future__ import annotations
 
@@ -8,16 +8,25 @@ import typer
 
 
 def phantoms(
-    out: Path = typer.Option(..., "--out", help="BIDS folder to write"),
-    n: int = typer.Option(8, "-n", help="number of subjects"),
-    spacing: float = typer.Option(2.0, help="voxel size in mm"),
-    seed: int = typer.Option(0, help="random seed (same seed, same files)"),
-    surfaces: bool = typer.Option(False, "--surfaces", help="also write warped fsaverage5 meshes"),
+    out: Path = typer.Option(..., "--out", help="BIDS folder to write (created if missing)"),
+    n: int = typer.Option(8, "-n", min=1, help="number of subjects"),
+    spacing: float = typer.Option(2.0, min=0.5, max=8.0, help="voxel size in mm"),
+    seed: int = typer.Option(0, help="random seed: the same seed writes identical files"),
+    surfaces: bool = typer.Option(
+        False, "--surfaces", help="also write warped fsaverage5 pial/white meshes (GIfTI)"
+    ),
+    progress: bool = typer.Option(True, "--progress/--quiet", help="show a progress bar"),
 ) -> None:
-    """Make a phantom cohort from nilearn's MNI152 2009 template (no download, no ../shared)."""
+    """Make a phantom cohort from nilearn's MNI152 2009 template and fsaverage5 surfaces.
+
+    Each subject: a random smooth diffeomorphic warp, age-driven ventricle enlargement and cortical
+    atrophy, sex-driven brain size, contrast jitter, bias field, Rician noise. Labels use FreeSurfer
+    numbers; participants.tsv holds age, sex and the volumes measured on the labels.
+    """
     from brainsynth.data.phantoms import make_cohort
 
-    typer.echo(f"phantom cohort in {make_cohort(out, n, spacing, seed, surfaces)}")
+    path = make_cohort(out, n=n, spacing=spacing, seed=seed, surfaces=surfaces, progress=progress)
+    typer.echo(f"{n} phantom subject(s) in {path} (participants.tsv, derivatives/phantom)")
 
 
 def register(app: typer.Typer) -> None:

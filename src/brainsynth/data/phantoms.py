@@ -1,196 +1,200 @@
-"""The embedded default: a phantom cohort made from nilearn's MNI152 2009 template and fsaverage5.
+"""Phantom cohort: a BIDS dataset made from nilearn's MNI152 2009 template and fsaverage5 surfaces.
 
-Needs nothing outside the package and its dependencies (nilearn ships these files). Each subject is
-the template warped by a smooth diffeomorphism built from three parts, in sampling order:
+The embedded default for a machine without real data: it needs nothing but the package's own
+dependencies, and it is deterministic per seed. Each subject is the template warped by a random
+smooth diffeomorphism (stationary velocity field, scaling and squaring), with age-driven ventricle
+enlargement and cortical atrophy, sex-driven brain size, contrast jitter, a bias field and Rician
+noise (model: :mod:`brainsynth.data.phantom_subject`). Written:
 
-1. a global scale about the brain centre (sex: M larger; age: slow shrinkage),
-2. a radial field around the ventricles that enlarges them with age,
-3. a random stationary velocity field integrated by scaling and squaring (individual shape),
+    out/participants.tsv               participant_id age sex brain_mm3 ventricles_mm3
+    out/dataset_description.json, participants.json, README
+    out/sub-phXXX/anat/sub-phXXX_T1w.nii.gz
+    out/derivatives/phantom/sub-phXXX/anat/sub-phXXX_dseg.nii.gz         FreeSurfer label numbers
+    out/derivatives/phantom/sub-phXXX/anat/sub-phXXX_hemi-{L,R}_{pial,white}.surf.gii  (surfaces)
+    out/derivatives/phantom/dseg.tsv   label index -> name
 
-then per-tissue contrast jitter, a smooth multiplicative bias field and Rician noise. Labels use
-FreeSurfer numbers; covariates in participants.tsv are measured on the produced label maps.
+``brain_mm3`` and ``ventricles_mm3`` are measured on the written label map
+(:func:`brainsynth.data.labels.label_volumes`), so they agree with it to the voxel.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from dataclasses import dataclass
+import shutil
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
+from brainsynth import __version__
 from brainsynth.data.labels import label_volumes
-from brainsynth.data.preprocess import resample
-from brainsynth.io import Surface, Volume, write_surface, write_text_atomic, write_volume
-from brainsynth.registration.fields import (
-    identity_grid,
-    invert_displacement,
-    random_velocity,
-    sample,
-    scaling_and_squaring,
+from brainsynth.data.phantom_field import Deformation
+from brainsynth.data.phantom_subject import (
+    LABELS,
+    PhantomOptions,
+    Traits,
+    bias_field,
+    contrast_curve,
+    gm_loss,
+    label_map,
+    rician,
+    sample_traits,
+    subject_deformation,
+    subject_maps,
+    thin_pial,
+    warp,
 )
+from brainsynth.data.phantom_template import fitted_surfaces, load_template
+from brainsynth.errors import InputError
+from brainsynth.io import Surface, Volume, write_surface, write_text_atomic, write_volume
 
-WM, GM, VENT, CSF = (2, 41), (3, 42), (4, 43), 24  # FreeSurfer (left, right)
+__all__ = ["PhantomOptions", "PhantomSubject", "make_cohort", "make_subject", "subject_surfaces"]
 
-
-@dataclass
-class Template:
-    t1: Volume  # [0, 1]
-    gm: np.ndarray
-    wm: np.ndarray
-    brain: np.ndarray  # bool
-    ventricles: np.ndarray  # bool
-    surfaces: dict[str, Surface]
-
-
-def _nilearn():
-    os.environ.setdefault("NILEARN_DATA", str(Path(tempfile.gettempdir()) / "nilearn_data"))
-    import nilearn.datasets as ds
-
-    return ds
-
-
-def _ventricles(t1: np.ndarray, brain: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """Dark voxels deep in a central box of the brain: the lateral and third ventricles."""
-    world = np.moveaxis(identity_grid(t1.shape), 0, -1) @ affine[:3, :3].T + affine[:3, 3]
-    x, y, z = world[..., 0], world[..., 1], world[..., 2]
-    box = (np.abs(x) < 28) & (y > -50) & (y < 35) & (z > -10) & (z < 35)
-    depth = max(1, int(round(8.0 / abs(affine[0, 0]))))
-    dark = (t1 < 0.4) & box & ndimage.binary_erosion(brain, iterations=depth)
-    lab, n = ndimage.label(dark)
-    sizes = ndimage.sum(dark, lab, range(1, n + 1))
-    return np.isin(lab, 1 + np.flatnonzero(sizes * abs(np.linalg.det(affine[:3, :3])) >= 80))
-
-
-def load_template(spacing: float = 2.0, surfaces: bool = False) -> Template:
-    """MNI152 2009 template + GM/WM maps on a grid of ``spacing`` mm (and fsaverage5 meshes)."""
-    ds = _nilearn()
-    res = 1 if spacing < 2 else 2
-    imgs = [
-        f(resolution=res)
-        for f in (ds.load_mni152_template, ds.load_mni152_gm_template, ds.load_mni152_wm_template)
-    ]
-    affine = imgs[0].affine
-    vols = [Volume(np.asarray(im.get_fdata(), np.float32), affine) for im in imgs]
-    vols = [resample(v, spacing, order=1) for v in vols]
-    t1, gm, wm = (np.clip(v.data, 0, None) for v in vols)
-    t1 = t1 / np.percentile(t1[t1 > 0], 99.5)
-    brain = ndimage.binary_fill_holes((gm + wm) > 0.3) | (t1 > 0.15)
-    brain = ndimage.binary_opening(brain, iterations=1)
-    vent = _ventricles(t1, brain, vols[0].affine)
-    meshes = {}
-    if surfaces:
-        fs = ds.load_fsaverage("fsaverage5")
-        for kind, key in (("pial", "pial"), ("white", "white_matter")):
-            for hemi, part in (("lh", "left"), ("rh", "right")):
-                mesh = fs[key].parts[part]
-                meshes[f"{hemi}_{kind}"] = Surface(
-                    np.asarray(mesh.coordinates), np.asarray(mesh.faces)
-                )
-    return Template(Volume(t1.astype(np.float32), vols[0].affine), gm, wm, brain, vent, meshes)
+T1_SCALE = 1000.0  # stored as int16: template white matter ~ 850
+_GENERATED_BY = {"Name": "brainsynth", "Description": "brainsynth phantoms"}
 
 
 @dataclass(frozen=True)
-class SubjectParams:
-    age: float
-    sex: str
-    scale: float
-    ventricle_k: float
+class PhantomSubject:
+    """One phantom: T1w image (int16), label map (FreeSurfer numbers), traits and the deformation
+    (subject world -> template world) that made it."""
+
+    id: str
+    t1: Volume
+    labels: Volume
+    traits: Traits
+    deformation: Deformation
 
 
-def draw_params(rng: np.random.Generator) -> SubjectParams:
-    age = float(rng.uniform(20, 85))
-    sex = "M" if rng.random() < 0.5 else "F"
-    # MNI152 space is ~10% larger (linear) than an average adult brain: 0.9 brings volumes to ~1.4 L
-    scale = (
-        0.9 * (1.03 if sex == "M" else 0.97) * (1 - 0.0008 * max(age - 30, 0)) * rng.normal(1, 0.01)
+def _image(rng: np.random.Generator, t1: np.ndarray, mu: dict, opts: PhantomOptions) -> np.ndarray:
+    xk, yk = contrast_curve(rng, mu, opts.contrast)
+    img = np.interp(t1, xk, yk).astype(np.float32) * bias_field(rng, t1.shape, opts.bias)
+    sigma = float(rng.uniform(*opts.noise)) * float(yk[3])
+    img = rician(rng, img, sigma)
+    return np.clip(np.rint(img * T1_SCALE), 0, np.iinfo(np.int16).max).astype(np.int16)
+
+
+def make_subject(
+    index: int, seed: int = 0, spacing: float = 2.0, options: PhantomOptions | None = None
+) -> PhantomSubject:
+    """Phantom number ``index`` (1-based) of the cohort with ``seed``; independent of the cohort size."""
+    opts = options or PhantomOptions()
+    rng = np.random.default_rng([seed, index])
+    tmpl = load_template(spacing)
+    traits = sample_traits(rng, opts)
+    deformation = subject_deformation(rng, traits, opts)
+    maps, t1 = subject_maps(tmpl, traits.atrophy)
+    coords = deformation.voxel_map(tmpl.shape, tmpl.affine)
+    warped = {k: warp(m, coords) for k, m in maps.items()}
+    regions = {"cerebrum": warp(tmpl.cerebrum, coords), "deep": warp(tmpl.deep, coords)}
+    a = tmpl.affine
+    xw = a[0, 0] * coords[0] + a[0, 1] * coords[1] + a[0, 2] * coords[2] + a[0, 3]
+    yw = a[1, 0] * coords[0] + a[1, 1] * coords[1] + a[1, 2] * coords[2] + a[1, 3]
+    labels = label_map(warped, regions, xw, yw)
+    image = _image(rng, warp(t1, coords), tmpl.mu, opts)
+    sid = f"sub-ph{index:03d}"
+    return PhantomSubject(sid, Volume(image, a), Volume(labels, a), traits, deformation)
+
+
+def subject_surfaces(subject: PhantomSubject) -> dict[tuple[str, str], Surface]:
+    """fsaverage5 pial/white meshes of the subject, in its world mm.
+
+    In the template, each pial vertex first moves towards its white vertex by the subject's cortical
+    thinning; then the vertices go through the *inverse* of the subject's deformation (template ->
+    subject), found by fixed-point iteration on the displacement field.
+    """
+    tmpl = load_template(float(subject.t1.spacing[0]))
+    loss = gm_loss(tmpl, subject.traits.atrophy)
+    meshes = fitted_surfaces()
+    out = {}
+    for hemi in ("L", "R"):
+        (pial, faces), (white, _) = meshes[hemi, "pial"], meshes[hemi, "white"]
+        moved = {"pial": thin_pial(pial, white, loss, tmpl.affine), "white": white}
+        for kind, v in moved.items():
+            out[hemi, kind] = Surface(subject.deformation.to_subject(v), faces)
+    return out
+
+
+def _dataset_files(out: Path, n: int, spacing: float, seed: int, opts: PhantomOptions) -> None:
+    """BIDS top-level files (raw dataset + the ``phantom`` derivative and its label table)."""
+    gen = {**_GENERATED_BY, "Version": __version__}
+    params = {"n": n, "spacing_mm": spacing, "seed": seed, "options": asdict(opts)}
+    desc = {
+        "Name": "brainsynth phantom cohort (MNI152 2009 template, random diffeomorphic warps)",
+        "BIDSVersion": "1.9.0",
+        "DatasetType": "raw",
+        "License": "Synthetic data derived from the ICBM 2009 MNI152 template and fsaverage5",
+        "GeneratedBy": [{**gen, "Parameters": params}],
+    }
+    deriv = {**desc, "Name": "phantom labels and surfaces", "DatasetType": "derivative"}
+    deriv["GeneratedBy"] = [gen]
+    write_text_atomic(out / "dataset_description.json", json.dumps(desc, indent=2) + "\n")
+    write_text_atomic(
+        out / "derivatives" / "phantom" / "dataset_description.json",
+        json.dumps(deriv, indent=2) + "\n",
     )
-    k = float(np.clip(0.007 * (age - 20) + rng.normal(0, 0.02), 0.0, 0.45))
-    return SubjectParams(age, sex, float(scale), k)
+    columns = {
+        "age": {"Description": "synthetic age", "Units": "year"},
+        "sex": {"Description": "synthetic sex", "Levels": {"F": "female", "M": "male"}},
+        "brain_mm3": {
+            "Description": "brain volume on the dseg map (all labels but 0, 24)",
+            "Units": "mm^3",
+        },
+        "ventricles_mm3": {
+            "Description": "lateral ventricles on the dseg map (4, 43)",
+            "Units": "mm^3",
+        },
+    }
+    write_text_atomic(out / "participants.json", json.dumps(columns, indent=2) + "\n")
+    names = {v: f"{'Left' if v == lr[0] else 'Right'}-{k}" for k, lr in LABELS.items() for v in lr}
+    names.update({16: "Brain-Stem", 24: "CSF"})
+    rows = "".join(f"{k}\t{names[k]}\n" for k in sorted(names))
+    write_text_atomic(out / "derivatives" / "phantom" / "dseg.tsv", "index\tname\n" + rows)
+    write_text_atomic(out / "README", _README.format(n=n, spacing=spacing, seed=seed))
 
 
-class Deformation:
-    """phi(x) = R(V(S(x))): scale S, ventricle field V, random field R (all in voxels)."""
+_README = """Phantom cohort written by `brainsynth phantoms` (n={n}, {spacing} mm, seed {seed}).
 
-    def __init__(self, tpl: Template, p: SubjectParams, rng: np.random.Generator):
-        spacing = float(tpl.t1.spacing[0])
-        self.shape = tpl.t1.shape
-        self.c_brain = np.array(ndimage.center_of_mass(tpl.brain))
-        self.c_vent = np.array(ndimage.center_of_mass(tpl.ventricles))
-        self.sigma = 40.0 / spacing  # wide: the ventricles sit in the expanding core (r << sigma)
-        self.scale, self.k = p.scale, p.ventricle_k
-        vel = random_velocity(self.shape, sigma=10.0 / spacing, max_disp=4.0 / spacing, rng=rng)
-        self.u_random = scaling_and_squaring(vel)
-
-    def _u_vent(self, y: np.ndarray) -> np.ndarray:
-        d = y - self.c_vent.reshape((3,) + (1,) * (y.ndim - 1))
-        r2 = (d**2).sum(0, keepdims=True)
-        return -self.k * d * np.exp(-r2 / (2 * self.sigma**2))
-
-    def _scale(self, x: np.ndarray, inverse: bool = False) -> np.ndarray:
-        c = self.c_brain.reshape((3,) + (1,) * (x.ndim - 1))
-        return c + (x - c) * (self.scale if inverse else 1.0 / self.scale)
-
-    def sampling_map(self) -> np.ndarray:
-        """phi on the voxel grid, (3, X, Y, Z)."""
-        y = self._scale(identity_grid(self.shape))
-        z = y + self._u_vent(y)
-        return z + sample(self.u_random, z)
-
-    def inverse_points(self, w: np.ndarray) -> np.ndarray:
-        """phi^{-1} for template voxel points (3, N)."""
-        z = invert_displacement(self.u_random, w)
-        y = z.copy()
-        for _ in range(50):  # y + u_vent(y) = z; |grad u_vent| <= k < 1
-            y = z - self._u_vent(y)
-        return self._scale(y, inverse=True)
+Each subject is the ICBM 2009c MNI152 template (nilearn's copy) warped by a random smooth
+diffeomorphism with age-driven ventricle enlargement and cortical atrophy, sex-driven brain size,
+contrast jitter, a bias field and Rician noise. Labels (derivatives/phantom) use FreeSurfer numbers
+(dseg.tsv); brain_mm3 and ventricles_mm3 in participants.tsv are measured on them. Synthetic: no
+real person is depicted.
+"""
 
 
-def _labels(gm, wm, brain, vent, world_x) -> np.ndarray:
-    left = world_x < 0
-    lab = np.zeros(gm.shape, np.uint8)
-    lab[brain] = CSF
-    tissue = brain & ((gm > 0.3) | (wm > 0.3))
-    is_wm = tissue & (wm >= gm)
-    is_gm = tissue & (gm > wm)
-    lab[is_wm] = np.where(left[is_wm], WM[0], WM[1])
-    lab[is_gm] = np.where(left[is_gm], GM[0], GM[1])
-    lab[vent] = np.where(left[vent], VENT[0], VENT[1])
-    return lab
+def _write_subject(out: Path, subject: PhantomSubject, surfaces: bool) -> dict[str, float]:
+    sid = subject.id
+    write_volume(subject.t1, out / sid / "anat" / f"{sid}_T1w.nii.gz")
+    deriv = out / "derivatives" / "phantom" / sid / "anat"
+    write_volume(subject.labels, deriv / f"{sid}_dseg.nii.gz")
+    if surfaces:
+        for (hemi, kind), surf in subject_surfaces(subject).items():
+            write_surface(surf, deriv / f"{sid}_hemi-{hemi}_{kind}.surf.gii")
+    return label_volumes(subject.labels.data, subject.labels.affine, "freesurfer")
 
 
-def make_subject(tpl: Template, p: SubjectParams, rng: np.random.Generator):
-    """(T1 Volume, label Volume, surfaces in world mm, Deformation) for one subject."""
-    deform = Deformation(tpl, p, rng)
-    phi = deform.sampling_map()
+def _is_phantom_cohort(out: Path) -> bool:
+    try:
+        desc = json.loads((out / "dataset_description.json").read_text())
+        return desc["GeneratedBy"][0]["Description"] == _GENERATED_BY["Description"]
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return False
 
-    def warp(a, order=1):
-        return ndimage.map_coordinates(a.astype(np.float32), phi, order=order, mode="constant")
 
-    t1, gm, wm = warp(tpl.t1.data), warp(tpl.gm), warp(tpl.wm)
-    brain, vent = warp(tpl.brain) > 0.5, warp(tpl.ventricles) > 0.5
-    aff = tpl.t1.affine
-    world_x = (aff[0, :3] @ identity_grid(t1.shape).reshape(3, -1)).reshape(t1.shape) + aff[0, 3]
-    lab = _labels(gm, wm, brain, vent, world_x)
-    gain = {WM: rng.normal(1, 0.04), GM: rng.normal(1, 0.05), VENT: rng.normal(1, 0.08)}
-    for labs, g in gain.items():
-        t1 = np.where(np.isin(lab, labs), t1 * g, t1)
-    bias = np.exp(ndimage.gaussian_filter(rng.standard_normal(t1.shape), 12) * 8.0)
-    bias /= np.exp(np.log(bias[brain]).mean())
-    t1 = t1 * bias
-    noise = 0.02
-    t1 = np.sqrt((t1 + rng.normal(0, noise, t1.shape)) ** 2 + rng.normal(0, noise, t1.shape) ** 2)
-    t1 = np.where(brain, t1, 0.0)  # skull-stripped, like the template
-    surfaces = {}
-    for name, s in tpl.surfaces.items():
-        w = (np.c_[s.vertices, np.ones(len(s.vertices))] @ np.linalg.inv(aff).T)[:, :3].T
-        x = deform.inverse_points(w)
-        surfaces[name] = Surface((aff[:3, :3] @ x).T + aff[:3, 3], s.faces)
-    return Volume(t1.astype(np.float32), aff), Volume(lab, aff), surfaces, deform
+def _prepare_out(out: Path) -> None:
+    """Create ``out``; in an earlier phantom cohort, remove its subjects (stale subjects or surfaces
+    would not match the new participants.tsv). Any other non-empty folder is left alone: an error."""
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not _is_phantom_cohort(out):
+            raise InputError(out, "folder is not empty and not a phantom cohort: pick a new folder")
+        for d in [*out.glob("sub-ph*"), *(out / "derivatives" / "phantom").glob("sub-ph*")]:
+            if d.is_dir():
+                shutil.rmtree(d)
+    out.mkdir(parents=True, exist_ok=True)
 
 
 def make_cohort(
@@ -200,32 +204,27 @@ def make_cohort(
     seed: int = 0,
     surfaces: bool = False,
     progress: bool = True,
+    options: PhantomOptions | None = None,
 ) -> Path:
-    """Write a BIDS phantom cohort (T1w, FreeSurfer-numbered dseg, optional surfaces)."""
+    """Write ``n`` phantom subjects as a BIDS dataset in ``out_dir`` (layout in the module doc).
+
+    Deterministic: the same arguments give byte-identical files, and subject ``k`` does not depend
+    on ``n``. ``spacing`` (mm) changes the grid, not the anatomy. Returns ``out_dir``.
+    """
+    if n < 1:
+        raise InputError(None, f"n must be >= 1, got {n}")
     out = Path(out_dir)
-    tpl = load_template(spacing, surfaces)
+    opts = options or PhantomOptions()
+    _prepare_out(out)
+    load_template(spacing)  # the one-off template preparation (~5 s), before the progress bar
     rows = ["participant_id\tage\tsex\tbrain_mm3\tventricles_mm3"]
-    for i in tqdm(range(n), desc="phantoms", unit="subj", disable=not progress):
-        rng = np.random.default_rng([seed, i])
-        p = draw_params(rng)
-        t1, lab, surfs, _ = make_subject(tpl, p, rng)
-        sid = f"sub-ph{i:03d}"
-        write_volume(t1, out / sid / "anat" / f"{sid}_T1w.nii.gz")
-        deriv = out / "derivatives" / "phantom" / sid / "anat"
-        write_volume(lab, deriv / f"{sid}_dseg.nii.gz")
-        for name, s in surfs.items():
-            hemi, kind = name.split("_")
-            write_surface(s, deriv / f"{sid}_hemi-{'L' if hemi == 'lh' else 'R'}_{kind}.surf.gii")
-        v = label_volumes(lab.data, lab.affine, "freesurfer")
+    for i in tqdm(range(1, n + 1), desc="phantoms", unit="subject", disable=not progress):
+        subject = make_subject(i, seed, spacing, opts)
+        vol = _write_subject(out, subject, surfaces)
+        t = subject.traits
         rows.append(
-            f"{sid}\t{p.age:.1f}\t{p.sex}\t{v['brain_volume']:.0f}\t{v['ventricle_volume']:.0f}"
+            f"{subject.id}\t{t.age:.1f}\t{t.sex}\t{vol['brain_volume']:.0f}\t{vol['ventricle_volume']:.0f}"
         )
+    _dataset_files(out, n, spacing, seed, opts)
     write_text_atomic(out / "participants.tsv", "\n".join(rows) + "\n")
-    desc = {
-        "Name": "brainsynth phantom cohort (MNI152 2009 template, random diffeomorphic warps)",
-        "BIDSVersion": "1.8.0",
-        "DatasetType": "raw",
-        "GeneratedBy": [{"Name": "brainsynth phantoms", "Seed": seed, "Spacing": spacing}],
-    }
-    write_text_atomic(out / "dataset_description.json", json.dumps(desc, indent=1))
     return out
