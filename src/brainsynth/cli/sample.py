@@ -1,10 +1,78 @@
-"""``brainsynth sample METHOD ...``: one subcommand per method (each method's cli module adds it)."""
+"""``brainsynth sample METHOD ...``: one subcommand per method.
+
+A method with its own options (``ldm --age --sex``) adds a command in its cli module
+(``sample_app.command("ldm")(...)``); :func:`progress_bar` gives the sampler callback.
+"""
 
 from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
 
 import typer
 
 sample_app = typer.Typer(help="Generate volumes from a trained method.", no_args_is_help=True)
+
+CKPT = typer.Option(..., "--ckpt", help="run folder (its latest checkpoint) or a step_* folder")
+OUT = typer.Option(..., "--out", help="output folder")
+N = typer.Option(4, "-n", help="number of samples")
+SEED = typer.Option(0, "--seed", help="seed of the initial noise")
+DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda")
+
+
+@contextmanager
+def progress_bar(desc: str = "sample"):
+    """A tqdm bar driven by the samplers' ``progress(step, total)`` callback."""
+    from tqdm import tqdm
+
+    bar = None
+
+    def progress(step: int, total: int) -> None:
+        nonlocal bar
+        if bar is None or bar.total != total:
+            if bar is not None:
+                bar.close()
+            bar = tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True)
+        bar.update(step - bar.n)
+
+    try:
+        yield progress
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+@sample_app.command("toy")
+def sample_toy(
+    ckpt: Path = CKPT,
+    out: Path = OUT,
+    n: int = N,
+    steps: int = typer.Option(None, "--steps", help="sampling steps (default: the run's config)"),
+    eta: float = typer.Option(None, "--eta", help="DDIM eta (0: deterministic)"),
+    sampler: str = typer.Option(None, "--sampler", help="ddim | ddpm (default: the run's config)"),
+    seed: int = SEED,
+    device: str = DEVICE,
+) -> None:
+    """Sample the toy model: samples.npy, montage.png (and NIfTI for 3D), config.yaml."""
+    from brainsynth.errors import InputError
+    from brainsynth.methods import toy
+    from brainsynth.training.distributed import pick_device
+
+    if sampler not in (None, "ddim", "ddpm"):
+        raise InputError(None, f"--sampler must be ddim or ddpm, got {sampler!r}")
+    with progress_bar() as progress:
+        paths = toy.sample(
+            ckpt,
+            out,
+            n=n,
+            steps=steps,
+            eta=eta,
+            sampler=sampler,  # type: ignore[arg-type]
+            seed=seed,
+            device=pick_device(device),
+            progress=progress,
+        )
+    typer.echo(f"{len(paths)} files in {out}")
 
 
 def register(app: typer.Typer) -> None:

@@ -1,6 +1,28 @@
-"""Frozen dataclass schemas, YAML values, dotted overrides."""
+"""Frozen dataclass schemas, YAML values, dotted ``--set a.b=c`` overrides."""
 
-from brainsynth.config.load import apply_overrides, dump_yaml, from_dict, load_config, to_dict
-from brainsynth.config.schema import TrainConfig
+from brainsynth.config.load import (
+    apply_overrides,
+    dump_yaml,
+    from_dict,
+    load_config,
+    parse_override,
+    read_yaml,
+    to_dict,
+    write_config,
+)
+from brainsynth.config.schema import DiffusionConfig, ModelConfig, SampleConfig, TrainConfig
 
-__all__ = ["TrainConfig", "apply_overrides", "dump_yaml", "from_dict", "load_config", "to_dict"]
+__all__ = [
+    "DiffusionConfig",
+    "ModelConfig",
+    "SampleConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "dump_yaml",
+    "from_dict",
+    "load_config",
+    "parse_override",
+    "read_yaml",
+    "to_dict",
+    "write_config",
+]

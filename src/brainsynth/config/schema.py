@@ -79,9 +79,11 @@ class DiffusionConfig:
     num_timesteps: int = 1000
     schedule: Literal["linear", "cosine", "scaled_linear"] = "linear"
     prediction: Literal["eps", "x0", "v"] = "eps"
+    beta_start: float = 1e-4
+    beta_end: float = 2e-2
 
     def __post_init__(self) -> None:
-        _positive(self, "num_timesteps")
+        _positive(self, "num_timesteps", "beta_start", "beta_end")
 
 
 @dataclass(frozen=True)

@@ -2,226 +2,550 @@
 
 A method supplies ``loss_fn(model, batch, generator) -> scalar`` (it samples timesteps and noise
 from the trainer's generator, so the whole run is reproducible and resumable), a dataset, and
-optionally ``val_fn(ema_model, step) -> dict``.
+optionally ``val_fn(ema_model, step) -> dict`` of metrics::
+
+    trainer = Trainer(model, diffusion_loss(process), dataset, cfg.train, out, config_dict=...)
+    if resume:
+        trainer.resume()
+    trainer.fit()
+
+What one optimiser step does: ``grad_accum`` micro-batches of ``batch_size`` (per rank) are
+forwarded under bf16 autocast (CUDA only, ``amp``), their mean-loss gradients are accumulated
+(DDP all-reduces once, on the last micro-batch), the global gradient norm is clipped to
+``grad_clip``, AdamW steps (a step with a non-finite gradient is skipped and counted), the LR
+schedule advances and the EMA is updated.
+
+Data: a ``Dataset`` is read through :class:`~brainsynth.training.distributed.ShardedBatchSampler`:
+an endless stream of batches, reshuffled every epoch from the seed, sharded over ranks. Its position
+is the number of batches consumed, so resuming needs no replay. A ready ``DataLoader`` also works
+(under torchrun it must shard itself, e.g. with a ``DistributedSampler``); its epochs call
+``set_epoch`` when the sampler has it, and resuming skips the batches already seen (loading them). For bitwise resume a dataset's ``__getitem__`` must be a function of the index (or
+draw only from the global RNGs with ``num_workers=0``: their states are checkpointed).
+
+Reproducibility: noise streams and global RNGs are seeded from ``(seed, rank)``; the trainer's
+generator is a CPU generator, so the random draws of a loss do not depend on the device.
 """
 
 from __future__ import annotations
 
-import json
+import math
 import random
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm import tqdm
 
-from brainsynth.config import TrainConfig, to_dict
-from brainsynth.training.batches import BatchOrder
-from brainsynth.training.checkpoint import load_checkpoint, save_checkpoint
-from brainsynth.training.distributed import barrier, init_distributed, pick_device
-from brainsynth.training.ema import EMA
+from brainsynth.config import TrainConfig, dump_yaml, to_dict
+from brainsynth.diffusion.base import Cond
+from brainsynth.errors import InputError
+from brainsynth.io import write_text_atomic
+from brainsynth.training.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from brainsynth.training.distributed import (
+    ShardedBatchSampler,
+    all_gather_objects,
+    all_reduce_mean,
+    barrier,
+    derive_seed,
+    init_distributed,
+    pick_device,
+)
+from brainsynth.training.ema import EMA, unwrap
+from brainsynth.training.logging import RunLogger
 
-LossFn = Callable[[nn.Module, dict, torch.Generator], torch.Tensor]
+LossFn = Callable[[nn.Module, Any, torch.Generator], torch.Tensor]
+ValFn = Callable[[nn.Module, int], dict]
+
+# stream names for derive_seed(seed, rank, STREAM)
+_NOISE, _GLOBAL, _WORKERS, _EPOCH = 1, 2, 3, 4
+
+
+def to_device(obj: Any, device: torch.device, non_blocking: bool = False) -> Any:
+    """Move the tensors of a (nested) batch to ``device``; other values pass through."""
+    if torch.is_tensor(obj):
+        return obj.to(device, non_blocking=non_blocking)
+    if isinstance(obj, Cond):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: to_device(v, device, non_blocking) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_device(v, device, non_blocking) for v in obj)
+    return obj
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """LR multiplier for optimiser step ``step`` (0-based): linear warm-up over ``lr_warmup``
+    steps, then constant or a cosine decay to 0 at ``steps``."""
+    if cfg.lr_warmup > 0 and step < cfg.lr_warmup:
+        return (step + 1) / cfg.lr_warmup
+    if cfg.lr_schedule == "cosine":
+        span = max(cfg.steps - cfg.lr_warmup, 1)
+        progress = min(max(step - cfg.lr_warmup, 0) / span, 1.0)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return 1.0
+
+
+def enable_grad_checkpointing(model: nn.Module) -> int:
+    """Switch on activation checkpointing in every submodule that offers it (a boolean attribute
+    ``grad_checkpointing`` or a ``set_grad_checkpointing(bool)`` method); returns how many."""
+    n = 0
+    for m in model.modules():
+        setter = getattr(m, "set_grad_checkpointing", None)
+        if callable(setter):
+            setter(True)
+            n += 1
+        elif isinstance(getattr(m, "grad_checkpointing", None), bool):
+            setattr(m, "grad_checkpointing", True)  # noqa: B010 - typed as a module attribute
+            n += 1
+    return n
+
+
+# -- RNG state as tensors and plain values (loadable with torch.load(weights_only=True)) -----------
+
+
+def _rng_state(generator: torch.Generator) -> dict:
+    _, keys, pos, has_gauss, gauss = np.random.get_state()  # noqa: NPY002
+    version, py_state, gauss_next = random.getstate()
+    return {
+        "generator": generator.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+        "numpy": {
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(gauss),
+        },
+        "python": {
+            "version": int(version),
+            "state": torch.tensor(py_state, dtype=torch.int64),
+            "gauss_next": gauss_next,
+        },
+    }
+
+
+def _set_rng_state(state: dict, generator: torch.Generator) -> None:
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state(  # noqa: NPY002
+        (
+            "MT19937",
+            n["keys"].numpy().astype(np.uint32),
+            n["pos"],
+            n["has_gauss"],
+            n["cached_gaussian"],
+        )
+    )
+    p = state["python"]
+    random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), p["gauss_next"]))
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two plain nested dicts."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b), key=str):
+            out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        a, b = list(a), list(b)
+    return [] if a == b else [f"{prefix[:-1]}: {a!r} -> {b!r}"]
+
+
+def _seed_worker(_: int) -> None:
+    s = torch.initial_seed() % 2**32
+    np.random.seed(s)  # noqa: NPY002 - torch seeds its own RNG per worker, not numpy's
+    random.seed(s)
+
+
+class _DatasetStream:
+    """Endless batches of a Dataset via ShardedBatchSampler; position = batches consumed."""
+
+    def __init__(self, trainer: Trainer, dataset: Dataset, collate_fn: Callable | None):
+        self.t, self.dataset = trainer, dataset
+        self.collate = collate_fn or default_collate
+        try:
+            self.n = len(dataset)  # type: ignore[arg-type]
+        except TypeError as e:
+            raise TypeError("the training dataset needs __len__ (or pass a DataLoader)") from e
+        if self.n == 0:
+            raise InputError(None, "the training dataset is empty")
+        self.consumed = 0
+        self._it: Iterator | None = None
+
+    def state(self) -> dict:
+        return {"kind": "dataset", "batches": self.consumed}
+
+    def load(self, state: dict) -> None:
+        if state.get("kind") != "dataset":
+            raise InputError(
+                None, "checkpoint was written with a DataLoader, resumed with a Dataset"
+            )
+        self.consumed, self._it = int(state["batches"]), None
+
+    def _iterator(self) -> Iterator:
+        cfg, d = self.t.cfg, self.t.dist
+        sampler = ShardedBatchSampler(
+            self.n,
+            cfg.batch_size,
+            seed=cfg.seed,
+            rank=d.rank,
+            world_size=d.world_size,
+            start_batch=self.consumed,
+        )
+        if cfg.num_workers == 0:
+            return (self.collate([self.dataset[i] for i in idx]) for idx in sampler)
+        gen = torch.Generator().manual_seed(derive_seed(cfg.seed, d.rank, _WORKERS, self.consumed))
+        loader = DataLoader(
+            self.dataset,
+            batch_sampler=sampler,
+            num_workers=cfg.num_workers,
+            collate_fn=self.collate,
+            pin_memory=self.t.device.type == "cuda",
+            worker_init_fn=_seed_worker,
+            generator=gen,
+        )
+        return iter(loader)
+
+    def next(self) -> Any:
+        if self._it is None:
+            self._it = self._iterator()
+        batch = next(self._it)
+        self.consumed += 1
+        return batch
+
+
+class _LoaderStream:
+    """Endless batches of a user DataLoader: epochs call ``set_epoch``; resume skips batches.
+
+    Each epoch's iterator is created (and its first batch drawn, when samplers without their own
+    generator pick their permutation) under a forked global RNG seeded from (seed, rank, epoch):
+    epoch order is reproducible and the global stream (dropout, ...) is untouched, so resuming
+    mid-epoch replays exactly."""
+
+    _END = object()
+
+    def __init__(self, loader: DataLoader, seed: int, rank: int):
+        self.loader, self.seed, self.rank = loader, seed, rank
+        self.epoch, self.index = 0, 0
+        self._it: Iterator | None = None
+        self._pending: Any = self._END
+
+    def state(self) -> dict:
+        return {"kind": "loader", "epoch": self.epoch, "index": self.index}
+
+    def load(self, state: dict) -> None:
+        if state.get("kind") != "loader":
+            raise InputError(
+                None, "checkpoint was written with a Dataset, resumed with a DataLoader"
+            )
+        self.epoch, self.index, self._it = int(state["epoch"]), int(state["index"]), None
+
+    def _start_epoch(self, skip: int) -> None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(self.seed, self.rank, _EPOCH, self.epoch))
+            for obj in (self.loader.sampler, getattr(self.loader, "batch_sampler", None)):
+                set_epoch = getattr(obj, "set_epoch", None)
+                if callable(set_epoch):
+                    set_epoch(self.epoch)
+            self._it = iter(self.loader)
+            for _ in range(skip):
+                next(self._it, None)
+            self._pending = next(self._it, self._END)
+
+    def next(self) -> Any:
+        if self._it is None:
+            self._start_epoch(self.index)
+        for _ in range(2):
+            if self._pending is not self._END:
+                batch, self._pending = self._pending, self._END
+            else:
+                batch = next(self._it, self._END)  # type: ignore[arg-type]
+            if batch is not self._END:
+                self.index += 1
+                return batch
+            self.epoch, self.index = self.epoch + 1, 0
+            self._start_epoch(0)
+        raise InputError(None, "the training DataLoader yields no batches")
 
 
 class Trainer:
+    """See the module docstring. ``train_loader``: a ``Dataset`` (recommended: the trainer batches,
+    shuffles and shards it) or a ``DataLoader``. ``device`` defaults to ``cfg.device``.
+    ``config_dict``: the resolved config stored in every checkpoint (default: ``{"train": cfg}``);
+    ``meta``: extra JSON-able keys for the checkpoints' meta.json (e.g. ``{"method": "toy"}``)."""
+
     def __init__(
         self,
         model: nn.Module,
         loss_fn: LossFn,
-        dataset: Dataset,
+        train_loader: Dataset | DataLoader,
         cfg: TrainConfig,
         out_dir: str | Path,
         *,
-        val_fn: Callable[[nn.Module, int], dict] | None = None,
+        val_fn: ValFn | None = None,
         config_dict: dict | None = None,
-        device: torch.device | None = None,
+        device: torch.device | str | None = None,
+        collate_fn: Callable | None = None,
+        find_unused_parameters: bool = False,
+        meta: dict | None = None,
     ):
         self.cfg = cfg
         self.out = Path(out_dir)
-        self.device = device or pick_device(cfg.device)
+        self.device = pick_device(device if device is not None else cfg.device)
         self.dist = init_distributed(self.device)
-        torch.manual_seed(cfg.seed)  # same init on every rank
-        self.model = model.to(self.device)
-        self.ema = EMA(self.model, cfg.ema_decay, cfg.ema_start)
-        self.ddp = (
-            DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
-            )
-            if self.dist.enabled
-            else self.model
-        )
-        self.opt = torch.optim.AdamW(
-            self.model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
-        )
-        self.loss_fn, self.dataset, self.val_fn = loss_fn, dataset, val_fn
+        self.loss_fn, self.val_fn = loss_fn, val_fn
         self.config_dict = config_dict if config_dict is not None else {"train": to_dict(cfg)}
-        self.order = BatchOrder(
-            len(dataset), cfg.batch_size, cfg.seed, self.dist.rank, self.dist.world_size
+        self.meta = dict(meta or {})
+
+        self.model = unwrap(model).to(self.device)
+        if cfg.grad_checkpointing and enable_grad_checkpointing(self.model) == 0:
+            warnings.warn(
+                "train.grad_checkpointing is set but the model has no checkpointing switch",
+                stacklevel=2,
+            )
+        self.ema = EMA(self.model, cfg.ema_decay, cfg.ema_start)
+        if self.dist.enabled:
+            self.ddp: nn.Module = DistributedDataParallel(
+                self.model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=find_unused_parameters,
+            )
+        else:
+            self.ddp = self.model
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("the model has no trainable parameters")
+        self.opt = torch.optim.AdamW(
+            params,
+            lr=cfg.lr,
+            betas=cfg.betas,
+            weight_decay=cfg.weight_decay,
+            foreach=True,
         )
-        gen_device = self.device if self.device.type == "cuda" else "cpu"
-        self.generator = torch.Generator(gen_device).manual_seed(cfg.seed * 1000 + self.dist.rank)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, cfg))
+
+        rank = self.dist.rank
+        self.generator = torch.Generator("cpu").manual_seed(derive_seed(cfg.seed, rank, _NOISE))
+        g = derive_seed(cfg.seed, rank, _GLOBAL)
+        torch.manual_seed(g)  # dropout & co.: different per rank, reproducible
+        np.random.seed(g % 2**32)  # noqa: NPY002
+        random.seed(g)
+
+        if isinstance(train_loader, DataLoader):
+            self.data: _DatasetStream | _LoaderStream = _LoaderStream(
+                train_loader, cfg.seed, self.dist.rank
+            )
+        else:
+            self.data = _DatasetStream(self, train_loader, collate_fn)
+
+        self.use_bf16 = cfg.amp == "bf16" or (cfg.amp == "auto" and self.device.type == "cuda")
+        if self.use_bf16 and self.device.type == "cpu":
+            warnings.warn(
+                "bf16 autocast on CPU is very slow without hardware support", stacklevel=2
+            )
         self.step = 0
-        use_bf16 = cfg.amp == "bf16" or (cfg.amp == "auto" and self.device.type == "cuda")
-        self.autocast = (
-            (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16))
-            if use_bf16
-            else nullcontext
-        )
+        self.skipped_steps = 0
+        self.resumed_from: Path | None = None
+        self.last_checkpoint: Path | None = None
 
-    # -- data -----------------------------------------------------------------------------------
-    def _batch(self) -> dict:
-        items = [self.dataset[i] for i in self.order.next()]
-        batch = default_collate(items)
-        return {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    # -- pieces -----------------------------------------------------------------------------------
+    def autocast(self):
+        if not self.use_bf16:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
-    # -- checkpoints ----------------------------------------------------------------------------
-    def _generator_states(self) -> list:
-        """Every rank's noise-generator state (gathered on all ranks; rank 0 saves them)."""
-        mine = self.generator.get_state().cpu()
-        if not self.dist.enabled:
-            return [mine]
-        states: list = [None] * self.dist.world_size
-        torch.distributed.all_gather_object(states, mine)
-        return states
+    def next_batch(self) -> Any:
+        return to_device(self.data.next(), self.device, non_blocking=self.device.type == "cuda")
+
+    def train_step(self) -> tuple[float, float]:
+        """One optimiser step; returns (mean loss over micro-batches on this rank, grad norm)."""
+        cfg = self.cfg
+        self.ddp.train()
+        self.opt.zero_grad(set_to_none=True)
+        total = torch.zeros((), device=self.device)
+        for micro in range(cfg.grad_accum):
+            batch = self.next_batch()
+            last = micro == cfg.grad_accum - 1
+            sync = nullcontext() if (last or not self.dist.enabled) else self.ddp.no_sync()  # type: ignore[operator]
+            with sync:
+                with self.autocast():
+                    loss = self.loss_fn(self.ddp, batch, self.generator)
+                if loss.ndim != 0:
+                    raise ValueError(f"loss_fn must return a scalar, got shape {tuple(loss.shape)}")
+                (loss.float() / cfg.grad_accum).backward()
+            total += loss.detach().float()
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
+        if torch.isfinite(grad_norm):
+            self.opt.step()
+        else:  # every rank sees the same all-reduced gradients, so every rank skips
+            self.skipped_steps += 1
+            warnings.warn(
+                f"step {self.step + 1}: non-finite gradient, update skipped", stacklevel=2
+            )
+        self.opt.zero_grad(set_to_none=True)
+        with warnings.catch_warnings():  # after a skipped update torch warns about the order
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+            self.sched.step()
+        self.step += 1
+        self.ema.update(self.model, self.step)
+        return float(total) / cfg.grad_accum, float(grad_norm)
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def state(self, rng: list[dict]) -> dict:
+        return {
+            "step": self.step,
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "data": self.data.state(),
+            "rng": rng,
+            "world_size": self.dist.world_size,
+            "skipped_steps": self.skipped_steps,
+        }
 
     def save(self) -> Path | None:
+        """Write a checkpoint of the current step (rank 0; every rank must call it)."""
         barrier(self.dist)
+        rng = all_gather_objects(_rng_state(self.generator), self.dist)
         path = None
-        gen_states = self._generator_states()
         if self.dist.is_main:
-            state = {
-                "optimizer": self.opt.state_dict(),
-                "step": self.step,
-                "order": self.order.state(),
-                "generators": gen_states,
-                "torch_rng": torch.get_rng_state(),
-                "numpy_rng": np.random.get_state(),  # noqa: NPY002 - third-party code uses it
-                "python_rng": random.getstate(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            }
             weights = {"model": self.model.state_dict(), "ema": self.ema.state_dict()}
             path = save_checkpoint(
-                self.out, self.step, weights, state, self.config_dict, self.cfg.keep_last
+                self.out,
+                self.step,
+                weights,
+                self.state(rng),
+                self.config_dict,
+                keep=self.cfg.keep_last,
+                extra_meta={**self.meta, "world_size": self.dist.world_size},
             )
         barrier(self.dist)
+        self.last_checkpoint = path
         return path
 
-    def resume(self, path: str | Path | None = None) -> None:
-        ck = load_checkpoint(path or self.out)
+    def resume(self, path: str | Path | None = None) -> Path:
+        """Restore weights, EMA, optimiser, schedule, RNGs and data position of a checkpoint
+        (default: the latest one in ``out_dir``)."""
+        ck = load_checkpoint(path if path is not None else self.out)
         self.model.load_state_dict(ck["model"])
         self.ema.load_state_dict(ck["ema"])
         st = ck["state"]
         self.opt.load_state_dict(st["optimizer"])
+        self.sched.load_state_dict(st["scheduler"])
+        # hyperparameters follow the config given now (identical for a plain resume), so a run
+        # can be continued with e.g. more steps or another LR; the moments stay
+        cfg = self.cfg
+        self.sched.base_lrs = [cfg.lr] * len(self.opt.param_groups)
+        for group in self.opt.param_groups:
+            group.update(betas=cfg.betas, weight_decay=cfg.weight_decay)
+            group["lr"] = cfg.lr * lr_factor(int(st["step"]), cfg)
         self.step = int(st["step"])
-        self.order.load(st["order"])
-        gens = st["generators"]
-        if len(gens) != self.dist.world_size:
-            raise RuntimeError(
-                f"checkpoint was written by {len(gens)} ranks, resuming with {self.dist.world_size}"
-            )
-        self.generator.set_state(
-            gens[self.dist.rank].to(self.generator.device)
-            if self.generator.device.type == "cuda"
-            else gens[self.dist.rank]
-        )
-        torch.set_rng_state(st["torch_rng"])
-        np.random.set_state(st["numpy_rng"])  # noqa: NPY002
-        random.setstate(st["python_rng"])
-
-    # -- loop -----------------------------------------------------------------------------------
-    def train_step(self) -> tuple[float, float]:
-        self.ddp.train()
-        total = 0.0
-        for micro in range(self.cfg.grad_accum):
-            sync = micro == self.cfg.grad_accum - 1 or not self.dist.enabled
-            ctx = nullcontext() if sync else self.ddp.no_sync()
-            with ctx:
-                with self.autocast():
-                    loss = (
-                        self.loss_fn(self.ddp, self._batch(), self.generator) / self.cfg.grad_accum
-                    )
-                loss.backward()
-            total += float(loss.detach())
-        if self.cfg.grad_clip > 0:
-            gnorm = float(
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-            )
+        self.skipped_steps = int(st.get("skipped_steps", 0))
+        self.data.load(st["data"])
+        rng = st["rng"]
+        if len(rng) == self.dist.world_size:
+            _set_rng_state(rng[self.dist.rank], self.generator)
         else:
-            gnorm = float(
-                torch.sqrt(
-                    sum((p.grad**2).sum() for p in self.model.parameters() if p.grad is not None)
-                )
+            warnings.warn(
+                f"checkpoint written by {len(rng)} ranks, resuming with {self.dist.world_size}: "
+                "random streams are reseeded (training continues, not bit-identically)",
+                stacklevel=2,
             )
-        self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
-        self.step += 1
-        self.ema.update(self.model, self.step)
-        return total, gnorm
+            self.generator.manual_seed(
+                derive_seed(self.cfg.seed, self.dist.rank, _NOISE, self.step)
+            )
+        changed = [  # a longer (or shorter) run is the usual reason to resume with a change
+            d
+            for d in _diff(ck["meta"].get("config", {}), self.config_dict)
+            if not d.split(":")[0].endswith("steps") or not d.endswith(f"-> {self.cfg.steps}")
+        ]
+        if changed and self.dist.is_main:
+            warnings.warn(
+                f"resuming {ck['dir']} with a different config: {', '.join(changed[:8])}",
+                stacklevel=2,
+            )
+        self.resumed_from = ck["dir"]
+        return ck["dir"]
+
+    # -- loop -------------------------------------------------------------------------------------
+    def _validate(self) -> dict:
+        metrics: dict = {}
+        if self.dist.is_main and self.val_fn is not None:
+            with torch.no_grad():
+                metrics = {f"val/{k}": v for k, v in self.val_fn(self.ema.model, self.step).items()}
+        barrier(self.dist)
+        return metrics
 
     def fit(self, progress: bool = True) -> Path | None:
-        self.out.mkdir(parents=True, exist_ok=True)
-        log = open(self.out / "log.jsonl", "a") if self.dist.is_main else None  # noqa: SIM115
-        tb = _tensorboard(self.out) if self.dist.is_main else None
+        """Train until ``cfg.steps``; returns the last checkpoint folder (rank 0; None elsewhere)."""
+        cfg = self.cfg
+        main = self.dist.is_main
+        if self.resumed_from is None and self.step == 0 and has_checkpoint(self.out):
+            raise InputError(
+                self.out, "already holds checkpoints: resume it (--resume) or choose another --out"
+            )
+        if main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            if not (self.out / "config.yaml").exists():
+                write_text_atomic(self.out / "config.yaml", dump_yaml(self.config_dict))
+        logger = RunLogger(self.out, enabled=main)
+        logger.truncate_after(self.step)
         bar = tqdm(
-            total=self.cfg.steps,
+            total=cfg.steps,
             initial=self.step,
             desc="train",
-            disable=not (progress and self.dist.is_main),
+            unit="step",
+            disable=not (progress and main),
+            dynamic_ncols=True,
         )
-        last = None
+        loss_sum, gn_sum, n_since, t_since = 0.0, 0.0, 0, 0.0
         try:
-            while self.step < self.cfg.steps:
+            while self.step < cfg.steps:
+                lr = self.opt.param_groups[0]["lr"]
                 t0 = time.perf_counter()
                 loss, gnorm = self.train_step()
-                rec = {
-                    "step": self.step,
-                    "loss": loss,
-                    "grad_norm": gnorm,
-                    "lr": self.cfg.lr,
-                    "sec_per_step": time.perf_counter() - t0,
-                }
-                if (
-                    self.val_fn is not None
-                    and self.cfg.val_every
-                    and self.step % self.cfg.val_every == 0
-                ):
-                    rec.update(
-                        {f"val/{k}": v for k, v in self.val_fn(self.ema.model, self.step).items()}
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                t_since += time.perf_counter() - t0
+                loss_sum, gn_sum, n_since = loss_sum + loss, gn_sum + gnorm, n_since + 1
+                step = self.step
+                is_log = cfg.log_every > 0 and step % cfg.log_every == 0 or step == cfg.steps
+                is_val = self.val_fn is not None and cfg.val_every > 0 and step % cfg.val_every == 0
+                rec: dict = {}
+                if is_log:
+                    mean = all_reduce_mean(
+                        torch.tensor(loss_sum / n_since, device=self.device), self.dist
                     )
-                if log is not None and (
-                    self.step % self.cfg.log_every == 0
-                    or self.step == self.cfg.steps
-                    or "val/" in "".join(rec)
-                ):
-                    log.write(json.dumps(rec) + "\n")
-                    log.flush()
-                    if tb is not None:
-                        for k, v in rec.items():
-                            if k != "step":
-                                tb.add_scalar(k, v, self.step)
-                bar.set_postfix(loss=f"{loss:.4f}")
+                    rec = {
+                        "loss": float(mean),
+                        "lr": lr,
+                        "grad_norm": gn_sum / n_since,
+                        "sec_per_step": t_since / n_since,
+                        "skipped_steps": self.skipped_steps,
+                    }
+                    loss_sum, gn_sum, n_since, t_since = 0.0, 0.0, 0, 0.0
+                if is_val:
+                    rec.update(self._validate())
+                if rec:
+                    logger.log(step, rec)
+                bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
                 bar.update(1)
-                if self.step % self.cfg.ckpt_every == 0 or self.step == self.cfg.steps:
-                    last = self.save()
+                if (cfg.ckpt_every > 0 and step % cfg.ckpt_every == 0) or step == cfg.steps:
+                    self.save()
         finally:
             bar.close()
-            if log is not None:
-                log.close()
-            if tb is not None:
-                tb.close()
-        return last
-
-
-def _tensorboard(out: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except Exception:  # noqa: BLE001 - optional
-        return None
-    return SummaryWriter(str(out / "tensorboard"))
+            logger.close()
+        return self.last_checkpoint or self.resumed_from
