@@ -16,7 +16,11 @@ from torch import Tensor
 @dataclass
 class Cond:
     """Conditioning bundle. ``concat``: (B, Cc, *spatial) channels stacked onto ``x_t``;
-    ``context``: (B, K) covariate vector for cross-attention. Either may be None."""
+    ``context``: (B, K) covariate vector for cross-attention. Either may be None.
+
+    A dropped condition (condition dropout, the unconditional branch of guidance) is
+    ``context=None`` for the whole batch, or an all-NaN row for one sample; a network with
+    cross-attention then uses its learned null token (``nn.unet.UNetDenoiser``)."""
 
     concat: Tensor | None = None
     context: Tensor | None = None

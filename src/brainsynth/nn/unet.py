@@ -1,22 +1,30 @@
-"""The denoising network: MONAI's DiffusionModelUNet with conditioning by channel concatenation,
-by cross-attention on a covariate vector, or both.
+"""The denoising network: MONAI's DiffusionModelUNet with conditioning by channel concatenation
+(``cond.concat``), by cross-attention on a covariate vector (``cond.context``), or both.
 
-For classifier-free guidance the model owns a learned *null* context used whenever
-``cond.context`` is None (and for the rows a training step drops).
+Classifier-free guidance needs an unconditional model too: the network owns a learned *null*
+context token, used whenever ``cond.context`` is None and for every row of ``cond.context`` that is
+all NaN (how condition dropout in training and batched guidance mark a dropped condition).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+import torch.utils.checkpoint
 from monai.networks.nets import DiffusionModelUNet
 from torch import Tensor, nn
 
 from brainsynth.diffusion.base import Cond
-from brainsynth.nn.presets import UNET_PRESETS, preset
+from brainsynth.nn.presets import UNET_PRESETS, resolve_preset
 
 
 class UNetDenoiser(nn.Module):
-    """``forward(x_t (B,C,*S), t (B,), cond) -> (B, out_channels, *S)``."""
+    """``forward(x_t (B, C, *S), t (B,), cond) -> (B, out_channels, *S)``.
+
+    ``x_t`` and ``cond.concat`` (B, concat_channels, *S) are stacked along channels; ``cond.context``
+    (B, K) becomes one cross-attention token (B, 1, K). Every spatial size must be divisible by
+    ``spatial_multiple`` (2^(levels - 1))."""
 
     def __init__(
         self,
@@ -26,54 +34,94 @@ class UNetDenoiser(nn.Module):
         *,
         concat_channels: int = 0,
         context_dim: int | None = None,
-        preset_name: str = "tiny",
+        preset: str = "tiny",
         grad_checkpointing: bool = False,
-        **overrides,
+        **overrides: Any,
     ):
         super().__init__()
-        cfg = preset(UNET_PRESETS, preset_name, **overrides)
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+        cfg = resolve_preset(UNET_PRESETS, preset, **overrides)
+        cfg.setdefault("use_flash_attention", True)  # SDPA: runs on CPU, ~30 % faster at 64^3
+        self.spatial_dims = spatial_dims
+        self.in_channels = in_channels
+        self.out_channels = out_channels
         self.concat_channels = concat_channels
         self.context_dim = context_dim
+        self.spatial_multiple = 2 ** (len(cfg["channels"]) - 1)
+        self.grad_checkpointing = grad_checkpointing
         self.net = DiffusionModelUNet(
             spatial_dims=spatial_dims,
             in_channels=in_channels + concat_channels,
             out_channels=out_channels,
             with_conditioning=context_dim is not None,
             cross_attention_dim=context_dim,
-            use_flash_attention=True,
             **cfg,
         )
         if context_dim is not None:
+            # Learned; zero init so it starts as "no information" rather than a random covariate.
             self.null_context = nn.Parameter(torch.zeros(1, 1, context_dim))
-        self.grad_checkpointing = grad_checkpointing
 
     def context_tokens(self, context: Tensor | None, batch: int) -> Tensor | None:
-        """(B, K) covariates -> (B, 1, K) tokens. None, or a row of NaN (a dropped condition, as
-        condition dropout and guidance mark them), -> the learned null token."""
+        """(B, K) covariates -> (B, 1, K) tokens. None, or an all-NaN row (a dropped condition),
+        -> the learned null token. None when the model has no cross-attention."""
         if self.context_dim is None:
+            if context is not None:
+                raise ValueError("this model has no cross-attention (context_dim=None)")
             return None
-        null = self.null_context.expand(batch, 1, -1)
+        null = self.null_context.expand(batch, 1, self.context_dim)
         if context is None:
             return null
+        if context.shape != (batch, self.context_dim):
+            raise ValueError(
+                f"context must be (B, K) = ({batch}, {self.context_dim}), got {tuple(context.shape)}"
+            )
         tokens = context.reshape(batch, 1, self.context_dim).to(self.null_context.dtype)
-        dropped = torch.isnan(tokens).any(dim=-1, keepdim=True)
+        nan = torch.isnan(tokens)
+        dropped = nan.all(dim=-1, keepdim=True)
+        if bool((nan.any(dim=-1, keepdim=True) & ~dropped).any()):
+            raise ValueError("context rows must be all finite or all NaN (dropped)")
         return torch.where(dropped, null, torch.nan_to_num(tokens))
 
     def forward(self, x_t: Tensor, t: Tensor, cond: Cond | None = None) -> Tensor:
-        cond = cond or Cond()
+        cond = cond if cond is not None else Cond()
+        if x_t.ndim != self.spatial_dims + 2 or x_t.shape[1] != self.in_channels:
+            raise ValueError(
+                f"x_t must be (B, {self.in_channels}, {'D, H, W' if self.spatial_dims == 3 else 'H, W'}),"
+                f" got {tuple(x_t.shape)}"
+            )
+        bad = [s for s in x_t.shape[2:] if s % self.spatial_multiple]
+        if bad:
+            raise ValueError(
+                f"spatial size {tuple(x_t.shape[2:])} must be divisible by {self.spatial_multiple}"
+            )
         x = x_t
         if self.concat_channels:
             if cond.concat is None:
                 raise ValueError(f"model expects {self.concat_channels} concat channels, got none")
-            x = torch.cat([x_t, torch.nan_to_num(cond.concat.to(x_t.dtype))], dim=1)
+            if cond.concat.shape != (x_t.shape[0], self.concat_channels, *x_t.shape[2:]):
+                raise ValueError(
+                    f"cond.concat must be {(x_t.shape[0], self.concat_channels, *x_t.shape[2:])}, "
+                    f"got {tuple(cond.concat.shape)}"
+                )
+            x = torch.cat([x_t, cond.concat.to(x_t.dtype)], dim=1)
+        elif cond.concat is not None:
+            raise ValueError("this model takes no concat channels (concat_channels=0)")
         ctx = self.context_tokens(cond.context, x_t.shape[0])
+        t = torch.as_tensor(t, device=x_t.device).reshape(-1).expand(x_t.shape[0])
         if self.grad_checkpointing and self.training:
             return torch.utils.checkpoint.checkpoint(self.net, x, t, ctx, use_reentrant=False)
         return self.net(x, t, context=ctx)
 
+    def null_context_tokens(self, batch: int) -> Tensor:
+        """The (B, 1, K) null tokens (for callers that build their own context)."""
+        if self.context_dim is None:
+            raise ValueError("this model has no cross-attention (context_dim=None)")
+        return self.null_context.expand(batch, 1, self.context_dim)
+
 
 def build_unet(
-    preset_name: str,
+    preset: str,
     spatial_dims: int,
     in_channels: int,
     out_channels: int,
@@ -81,15 +129,17 @@ def build_unet(
     concat_channels: int = 0,
     context_dim: int | None = None,
     grad_checkpointing: bool = False,
-    **overrides,
+    **overrides: Any,
 ) -> UNetDenoiser:
+    """A :class:`UNetDenoiser` of size ``preset`` ("tiny", "small", "base"); ``overrides`` replace
+    preset entries or add MONAI ``DiffusionModelUNet`` arguments."""
     return UNetDenoiser(
         spatial_dims,
         in_channels,
         out_channels,
         concat_channels=concat_channels,
         context_dim=context_dim,
-        preset_name=preset_name,
+        preset=preset,
         grad_checkpointing=grad_checkpointing,
         **overrides,
     )
