@@ -9,7 +9,12 @@ import numpy as np
 from brainsynth.io import atomic_path
 
 
-def montage(volumes: list[np.ndarray], path: str | Path, titles: list[str] | None = None, vmax: float | None = None) -> Path:
+def montage(
+    volumes: list[np.ndarray],
+    path: str | Path,
+    titles: list[str] | None = None,
+    vmax: float | None = None,
+) -> Path:
     """One row per volume: sagittal, coronal, axial mid-slices (RAS arrays, superior/anterior up)."""
     import matplotlib
 

@@ -44,7 +44,9 @@ def train_ldm(
 
 def sample_ldm(
     ckpt: Path = typer.Option(..., "--ckpt", help="diffusion run folder (or a checkpoint in it)"),
-    out: Path = typer.Option(..., "--out", help="folder for NIfTI samples, samples.tsv, montage.png"),
+    out: Path = typer.Option(
+        ..., "--out", help="folder for NIfTI samples, samples.tsv, montage.png"
+    ),
     n: int = typer.Option(4, "-n", help="number of volumes"),
     age: float = typer.Option(None, "--age", help="years"),
     sex: str = typer.Option(None, "--sex", help="M or F"),
@@ -62,14 +64,30 @@ def sample_ldm(
     from brainsynth.data.covariates import sex_code
     from brainsynth.methods.ldm_sample import sample_ldm as run
 
-    cov = {"age": age, "sex": None if sex is None else sex_code(sex), "ventricle_volume": ventricles, "brain_volume": brain}
+    cov = {
+        "age": age,
+        "sex": None if sex is None else sex_code(sex),
+        "ventricle_volume": ventricles,
+        "brain_volume": brain,
+    }
     bar = tqdm(desc="sample", unit="step")
 
     def progress(i: int, total: int) -> None:
         bar.total = total
         bar.update(1)
 
-    paths = run(existing(ckpt, "checkpoint"), cov, n, out, steps=steps, guidance=guidance, eta=eta, seed=seed, device=resolve_device(device), progress=progress)
+    paths = run(
+        existing(ckpt, "checkpoint"),
+        cov,
+        n,
+        out,
+        steps=steps,
+        guidance=guidance,
+        eta=eta,
+        seed=seed,
+        device=resolve_device(device),
+        progress=progress,
+    )
     bar.close()
     typer.echo(f"{len(paths)} volumes in {out} (montage.png, samples.tsv)")
 

@@ -44,7 +44,9 @@ def _multiple(cfg: LDMConfig) -> int:
 
 
 def build_ae(cfg: LDMConfig, grad_ckpt: bool = False):
-    return build_autoencoder(cfg.ae.preset, 3, 1, cfg.ae.latent_channels, grad_checkpointing=grad_ckpt)
+    return build_autoencoder(
+        cfg.ae.preset, 3, 1, cfg.ae.latent_channels, grad_checkpointing=grad_ckpt
+    )
 
 
 def build_denoiser(cfg: LDMConfig, grad_ckpt: bool = False):
@@ -65,17 +67,26 @@ def build_process(cfg: LDMConfig) -> GaussianProcess:
     return GaussianProcess(d.num_timesteps, d.schedule, d.prediction, d.beta_start, d.beta_end)
 
 
-def train_autoencoder(cfg: LDMConfig, cache: Path, out: Path, resume: bool = False, device=None) -> Path:
+def train_autoencoder(
+    cfg: LDMConfig, cache: Path, out: Path, resume: bool = False, device=None
+) -> Path:
     """Stage 1. Writes checkpoints, latent_stats.json and recon_metrics.json into ``out``."""
     train = ImageSet(cache, "train", cfg.data.downsample, _multiple(cfg))
     disc = None
     if cfg.ae.adv_weight > 0:
-        disc = PatchDiscriminator(spatial_dims=3, channels=cfg.ae.disc_channels, in_channels=1, num_layers_d=3)
+        disc = PatchDiscriminator(
+            spatial_dims=3, channels=cfg.ae.disc_channels, in_channels=1, num_layers_d=3
+        )
     model = AEWithDiscriminator(build_ae(cfg, cfg.train_ae.grad_checkpointing), disc)
     run_cfg = {"method": "ldm", "stage": "ae", "cache": str(cache), **to_dict(cfg)}
     trainer = Trainer(
-        model, ae_loss(cfg.ae.kl_weight, cfg.ae.adv_weight, cfg.ae.adv_start), train, cfg.train_ae, out,
-        config_dict=run_cfg, device=device,
+        model,
+        ae_loss(cfg.ae.kl_weight, cfg.ae.adv_weight, cfg.ae.adv_start),
+        train,
+        cfg.train_ae,
+        out,
+        config_dict=run_cfg,
+        device=device,
     )
     if resume:
         trainer.resume()
@@ -89,10 +100,16 @@ def train_autoencoder(cfg: LDMConfig, cache: Path, out: Path, resume: bool = Fal
 def _finish_autoencoder(ae, cfg: LDMConfig, cache: Path, out: Path, device) -> None:
     train = ImageSet(cache, "train", cfg.data.downsample, _multiple(cfg))
     lat, _ = encode_all(ae, train, device)
-    stats = {"scale_factor": float(1.0 / lat.std()), "latent_shape": list(lat.shape[1:]), "n": len(lat)}
+    stats = {
+        "scale_factor": float(1.0 / lat.std()),
+        "latent_shape": list(lat.shape[1:]),
+        "n": len(lat),
+    }
     write_text_atomic(out / "latent_stats.json", json.dumps(stats, indent=1))
     split = "val" if read_cache_manifest(cache, "val") else "train"
-    metrics = reconstruction_metrics(ae, ImageSet(cache, split, cfg.data.downsample, _multiple(cfg)), device)
+    metrics = reconstruction_metrics(
+        ae, ImageSet(cache, split, cfg.data.downsample, _multiple(cfg)), device
+    )
     write_text_atomic(out / "recon_metrics.json", json.dumps({"split": split, **metrics}, indent=1))
 
 
@@ -112,7 +129,12 @@ def reconstruction_metrics(ae, data: ImageSet, device) -> dict:
         mae.append(float((x - r).abs().mean()))
         psnr.append(float(10 * torch.log10(1.0 / ((x - r) ** 2).mean().clamp_min(1e-12))))
         ss.append(float(ssim(r.cpu(), x.cpu()).mean()))
-    return {"mae": float(np.mean(mae)), "psnr": float(np.mean(psnr)), "ssim": float(np.mean(ss)), "n": len(mae)}
+    return {
+        "mae": float(np.mean(mae)),
+        "psnr": float(np.mean(psnr)),
+        "ssim": float(np.mean(ss)),
+        "n": len(mae),
+    }
 
 
 def load_autoencoder(ae_dir: Path, device) -> tuple:
@@ -128,29 +150,44 @@ def load_autoencoder(ae_dir: Path, device) -> tuple:
     return ae.to(device).eval(), cfg, json.loads(stats_file.read_text())["scale_factor"]
 
 
-def train_diffusion(cfg: LDMConfig, cache: Path, ae_dir: Path, out: Path, resume: bool = False, device=None) -> Path:
+def train_diffusion(
+    cfg: LDMConfig, cache: Path, ae_dir: Path, out: Path, resume: bool = False, device=None
+) -> Path:
     """Stage 2: latent diffusion on the (scaled) posterior means of the training images."""
     from brainsynth.training.distributed import pick_device
 
     device = device or pick_device(cfg.train_diffusion.device)
     ae, ae_cfg, scale = load_autoencoder(ae_dir, device)
     if (ae_cfg.ae, ae_cfg.data) != (cfg.ae, cfg.data):
-        cfg = load_ldm_config(base={**to_dict(cfg), "ae": to_dict(ae_cfg.ae), "data": to_dict(ae_cfg.data)})
+        cfg = load_ldm_config(
+            base={**to_dict(cfg), "ae": to_dict(ae_cfg.ae), "data": to_dict(ae_cfg.data)}
+        )
     lat, cov = encode_all(ae, ImageSet(cache, "train", cfg.data.downsample, _multiple(cfg)), device)
     del ae
     info = read_cache_info(cache)
     rows = [{k: r[k] for k in COVARIATES} for r in read_cache_manifest(cache, "train")]
     run_cfg = {
-        "method": "ldm", "stage": "diffusion", "cache": str(cache), "ae_dir": str(Path(ae_dir).resolve()),
-        "scale_factor": scale, "covariate_normaliser": info["covariate_normaliser"],
-        "training_covariates": rows, "reference_affine": info["reference_affine"],
-        "cache_spacing": info["spacing"], "cache_shape": info["shape"], **to_dict(cfg),
+        "method": "ldm",
+        "stage": "diffusion",
+        "cache": str(cache),
+        "ae_dir": str(Path(ae_dir).resolve()),
+        "scale_factor": scale,
+        "covariate_normaliser": info["covariate_normaliser"],
+        "training_covariates": rows,
+        "reference_affine": info["reference_affine"],
+        "cache_spacing": info["spacing"],
+        "cache_shape": info["shape"],
+        **to_dict(cfg),
     }
     d = cfg.diffusion
     trainer = Trainer(
         build_denoiser(cfg, cfg.train_diffusion.grad_checkpointing),
         diffusion_loss(build_process(cfg), d.conditioning, d.cond_dropout),
-        LatentSet(lat * scale, cov), cfg.train_diffusion, out, config_dict=run_cfg, device=device,
+        LatentSet(lat * scale, cov),
+        cfg.train_diffusion,
+        out,
+        config_dict=run_cfg,
+        device=device,
     )
     if resume:
         trainer.resume()

@@ -29,7 +29,7 @@ class ImageSet(Dataset):
     """Cache images, average-pooled by ``downsample`` and zero-padded to a multiple of ``multiple``."""
 
     def __init__(self, cache, split: str | None, downsample: int, multiple: int):
-        self.base = CacheDataset(cache, split)
+        self.base = CacheDataset(cache, split, with_labels=False)
         self.downsample = downsample
         shape = tuple(s // downsample for s in self.base.info["shape"])
         self.shape = shape
@@ -60,7 +60,9 @@ class LatentSet(Dataset):
 
 
 @torch.no_grad()
-def encode_all(ae, data: ImageSet, device, batch_size: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_all(
+    ae, data: ImageSet, device, batch_size: int = 4
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Posterior means of every image (B, C, *latent) and covariates (B, 4), on the CPU."""
     ae.eval()
     lat, cov = [], []

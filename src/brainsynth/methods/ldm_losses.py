@@ -31,7 +31,9 @@ def ae_loss(kl_weight: float, adv_weight: float, adv_start: int):
         z_mu, z_sigma = m.ae.encode(x)
         eps = torch.randn(z_mu.shape, generator=generator, device="cpu").to(z_mu)
         recon = m.ae.decode(z_mu + z_sigma * eps)
-        loss = F.l1_loss(recon.float(), x.float()) + kl_weight * kl_divergence(z_mu.float(), z_sigma.float())
+        loss = F.l1_loss(recon.float(), x.float()) + kl_weight * kl_divergence(
+            z_mu.float(), z_sigma.float()
+        )
         m.step += 1
         if m.disc is None or adv_weight <= 0 or m.step < adv_start:
             return loss
@@ -69,5 +71,9 @@ def make_cond(cov: torch.Tensor, conditioning: str, spatial: tuple[int, ...]) ->
     context = cov if conditioning in ("crossattn", "both") else None
     concat = None
     if conditioning in ("concat", "both"):
-        concat = torch.nan_to_num(cov).reshape(*cov.shape, *([1] * len(spatial))).expand(*cov.shape, *spatial)
+        concat = (
+            torch.nan_to_num(cov)
+            .reshape(*cov.shape, *([1] * len(spatial)))
+            .expand(*cov.shape, *spatial)
+        )
     return Cond(concat, context)

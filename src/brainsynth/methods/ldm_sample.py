@@ -22,7 +22,11 @@ from brainsynth.viz import montage
 
 
 def fill_covariates(
-    given: dict[str, float | None], rows: list[dict], norm: CovariateNormaliser, n: int, rng: np.random.Generator
+    given: dict[str, float | None],
+    rows: list[dict],
+    norm: CovariateNormaliser,
+    n: int,
+    rng: np.random.Generator,
 ) -> list[dict[str, float]]:
     """Complete missing covariates by sampling training subjects, weighted by how close they are to
     the given ones (Gaussian kernel, bandwidth 0.5 SD): a crude conditional p(missing | given)."""
@@ -39,7 +43,11 @@ def fill_covariates(
             scale = 1.0 if k == "sex" else norm.std[k]
             d2 += np.nan_to_num((col - v) / scale, nan=3.0) ** 2
         w = np.exp(-d2 / (2 * 0.5**2))
-        pick = rows[int(rng.choice(len(rows), p=w / w.sum()))] if w.sum() > 0 else rows[int(rng.integers(len(rows)))]
+        pick = (
+            rows[int(rng.choice(len(rows), p=w / w.sum()))]
+            if w.sum() > 0
+            else rows[int(rng.integers(len(rows)))]
+        )
         filled = {k: known.get(k, pick[k]) for k in COVARIATES}
         for k in COVARIATES:  # a training subject with a missing value: the training mean
             if filled[k] is None:
@@ -66,7 +74,11 @@ def sample_ldm(
     ck = load_checkpoint(ckpt, names=("ema",), with_state=False)
     meta = ck["meta"]["config"]
     cfg = load_ldm_config(base={k: meta[k] for k in to_dict(load_ldm_config()) if k in meta})
-    steps, guidance, eta = steps or cfg.sample.steps, guidance if guidance is not None else cfg.sample.guidance, eta if eta is not None else cfg.sample.eta
+    steps, guidance, eta = (
+        steps or cfg.sample.steps,
+        guidance if guidance is not None else cfg.sample.guidance,
+        eta if eta is not None else cfg.sample.eta,
+    )
     norm = CovariateNormaliser.from_dict(meta["covariate_normaliser"])
     rng = np.random.default_rng(seed)
     covs = fill_covariates(covariates, meta["training_covariates"], norm, n, rng)
@@ -87,15 +99,26 @@ def sample_ldm(
         vec = torch.from_numpy(np.stack([norm.transform(c) for c in chunk])).to(device)
         z_T = torch.randn((len(chunk), *latent_shape), generator=g).to(device)
         cond = make_cond(vec, cfg.diffusion.conditioning, latent_shape[1:])
-        z = ddim_sample(denoiser, process, z_T, steps=steps, cond=cond, eta=eta, generator=g, progress=progress)
+        z = ddim_sample(
+            denoiser, process, z_T, steps=steps, cond=cond, eta=eta, generator=g, progress=progress
+        )
         with torch.no_grad():
-            x = crop_to(ae.decode(z / meta["scale_factor"]), shape).clamp(0, 1).float().cpu().numpy()
+            x = (
+                crop_to(ae.decode(z / meta["scale_factor"]), shape)
+                .clamp(0, 1)
+                .float()
+                .cpu()
+                .numpy()
+            )
         for j in range(len(chunk)):
             p = write_volume(Volume(x[j, 0], affine), out / f"sample_{start + j:03d}_T1w.nii.gz")
             paths.append(p)
             vols.append(x[j, 0])
     _write_table(out / "samples.tsv", paths, covs)
-    titles = [f"{p.name}: age {c['age']:.0f}, {'M' if c['sex'] >= 0.5 else 'F'}, vent {c['ventricle_volume'] / 1000:.0f} ml" for p, c in zip(paths, covs, strict=True)]
+    titles = [
+        f"{p.name}: age {c['age']:.0f}, {'M' if c['sex'] >= 0.5 else 'F'}, vent {c['ventricle_volume'] / 1000:.0f} ml"
+        for p, c in zip(paths, covs, strict=True)
+    ]
     montage(vols[:8], out / "montage.png", titles[:8], vmax=1.0)
     return paths
 
