@@ -17,17 +17,16 @@ from monai.networks.nets import PatchDiscriminator
 
 from brainsynth.config import load_config, to_dict
 from brainsynth.data.cache import read_cache_info, read_cache_manifest
-from brainsynth.data.covariates import COVARIATES, CovariateNormaliser
+from brainsynth.data.covariates import COVARIATES
 from brainsynth.diffusion.gaussian import GaussianProcess
 from brainsynth.errors import InputError
 from brainsynth.io import write_text_atomic
 from brainsynth.methods.ldm_config import LDMConfig
 from brainsynth.methods.ldm_data import ImageSet, LatentSet, crop_to, encode_all
-from brainsynth.methods.ldm_losses import AEWithDiscriminator, ae_loss, diffusion_loss, make_cond
+from brainsynth.methods.ldm_losses import AEWithDiscriminator, ae_loss, diffusion_loss
 from brainsynth.nn.autoencoder import build_autoencoder, downsample_factor
 from brainsynth.nn.presets import UNET_PRESETS
 from brainsynth.nn.unet import build_unet
-from brainsynth.sampling import ddim_sample, guided
 from brainsynth.training.checkpoint import load_checkpoint
 from brainsynth.training.trainer import Trainer
 
