@@ -41,3 +41,20 @@ def pytest_collection_modifyitems(config, items):  # noqa: ARG001
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip_gpu)
+
+
+_ONE_THREAD_DIRS = {"nn", "diffusion", "sampling"}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(request):
+    """One intra-op thread in tests/nn, tests/diffusion and tests/sampling: many small tensor ops
+    (tiny networks, 1-D Monte Carlo chains) gain nothing from a second thread, and on a shared
+    2-core machine two OpenMP threads per process made them 5-20x slower (measured)."""
+    if Path(str(request.node.path)).parent.name not in _ONE_THREAD_DIRS:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -50,7 +50,8 @@ def _is_volume(path: Path) -> bool:
     return path.name.lower().endswith(VOLUME_SUFFIXES)
 
 
-def _stem(path: Path) -> str:
+def volume_stem(path: Path) -> str:
+    """File name without its volume suffix (.nii.gz, .nii, .mgz, ...)."""
     name = path.name
     for s in VOLUME_SUFFIXES:
         if name.lower().endswith(s):
@@ -145,7 +146,9 @@ def _match(files: list[Path], key: str, sub: str) -> tuple[Path | None, dict[str
     """Label map and surfaces for one session key from the subject's derivative files."""
     ses = key[len(sub) + 1 :] if key != sub else None
     mine = [p for p in files if ses is None or f"{key}_" in p.name or f"/{ses}/" in p.as_posix()]
-    labels = _pick([p for p in mine if _is_volume(p) and _stem(p).endswith("_dseg")], "dseg", key)
+    labels = _pick(
+        [p for p in mine if _is_volume(p) and volume_stem(p).endswith("_dseg")], "dseg", key
+    )
     surfaces: dict[str, Path] = {}
     for p in mine:
         m = _GIFTI_SURF.search(p.name) or _FS_SURF.match(p.name)
@@ -245,11 +248,11 @@ def read_folder(path: str | Path) -> list[Subject]:
     """One subject per volume file; ``<id>_dseg.<ext>`` beside ``<id>.<ext>`` is its label map."""
     path = Path(path)
     files = sorted(p for p in path.iterdir() if p.is_file() and _is_volume(p))
-    labels = {_stem(p)[: -len("_dseg")]: p for p in files if _stem(p).endswith("_dseg")}
-    images = [p for p in files if not _stem(p).endswith("_dseg")]
+    labels = {volume_stem(p)[: -len("_dseg")]: p for p in files if volume_stem(p).endswith("_dseg")}
+    images = [p for p in files if not volume_stem(p).endswith("_dseg")]
     if not images:
         raise InputError(path, "no BIDS layout, manifest or NIfTI/MGZ files found")
-    return [Subject(_stem(p), p, labels.get(_stem(p))) for p in images]
+    return [Subject(volume_stem(p), p, labels.get(volume_stem(p))) for p in images]
 
 
 def load_subjects(path: str | Path) -> list[Subject]:

@@ -44,6 +44,7 @@ from typing import Literal
 import numpy as np
 
 from brainsynth import __version__
+from brainsynth.data.datasets import volume_stem
 from brainsynth.errors import InputError
 from brainsynth.evaluation import anatomy, distribution, image
 from brainsynth.io import Volume, read_volume, write_text_atomic
@@ -91,14 +92,6 @@ class EvalOptions:
 # --- inputs ------------------------------------------------------------------------------------
 
 
-def _stem(path: Path) -> str:
-    name = path.name
-    for s in VOLUME_SUFFIXES:
-        if name.lower().endswith(s):
-            return name[: -len(s)]
-    return path.stem
-
-
 def _list_volumes(path: str | Path) -> list[Item]:
     """Fallback reader: a folder of ``*.nii``/``*.nii.gz``/``*.mgz`` (``*_dseg`` files are taken as
     label maps of the same stem) or a CSV/TSV manifest with an ``image`` or ``t1`` column (optional
@@ -123,15 +116,17 @@ def _list_volumes(path: str | Path) -> list[Item]:
         for i, r in enumerate(rows):
             img = path.parent / r[col]
             lab = r.get("labels") or ""
-            sid = r.get("subject") or _stem(img) or f"row{i + 2}"
+            sid = r.get("subject") or volume_stem(img) or f"row{i + 2}"
             items.append(Item(sid, img, path.parent / lab if lab and lab != "n/a" else None))
         return items
     files = sorted(
         p for p in path.iterdir() if p.is_file() and p.name.lower().endswith(VOLUME_SUFFIXES)
     )
-    labels = {_stem(p)[: -len("_dseg")]: p for p in files if _stem(p).endswith("_dseg")}
+    labels = {volume_stem(p)[: -len("_dseg")]: p for p in files if volume_stem(p).endswith("_dseg")}
     items = [
-        Item(_stem(p), p, labels.get(_stem(p))) for p in files if not _stem(p).endswith("_dseg")
+        Item(volume_stem(p), p, labels.get(volume_stem(p)))
+        for p in files
+        if not volume_stem(p).endswith("_dseg")
     ]
     if not items:
         raise InputError(path, "no NIfTI/MGZ volumes found")
