@@ -124,3 +124,15 @@ def test_prepare_real_ixi_subset(shared_data, tmp_path):
     assert item["image"].shape == (1, 96, 112, 96) and item["labels"].max() > 200
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     assert size < 8 * 400_000  # compact: well under 400 kB per subject
+
+
+def test_prepare_no_labels_stores_no_label_maps(tmp_path):
+    src = tmp_path / "bids"
+    rows = [_subject(src, f"sub-{i:02d}") for i in range(2)]
+    (src / "participants.tsv").write_text("participant_id\tage\tsex\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "cache"
+    res = CliRunner().invoke(app, ["prepare", str(src), "--out", str(out), *ARGS, "--no-labels"])
+    assert res.exit_code == 0, res.output
+    assert not list((out / "subjects").glob("*_dseg.nii.gz"))
+    rows = read_cache_manifest(out)
+    assert all(r["ventricle_volume"] is not None for r in rows)  # labels still gave the volumes

@@ -39,7 +39,12 @@ def prepare(
     from brainsynth.data.prepare import PrepareOptions, prepare_cache
 
     opts = PrepareOptions(
-        spacing, shape, percentiles[0], percentiles[1], None if scheme == "auto" else scheme
+        spacing,
+        shape,
+        percentiles[0],
+        percentiles[1],
+        None if scheme == "auto" else scheme,
+        keep_labels=labels,
     )
     result = prepare_cache(src, out, opts, jobs=jobs, split=split, seed=seed, progress=progress)
     n_new = len(result.records) - result.reused
