@@ -22,7 +22,7 @@ from brainsynth.diffusion.gaussian import GaussianProcess
 from brainsynth.errors import InputError
 from brainsynth.io import write_text_atomic
 from brainsynth.methods.ldm_config import LDMConfig
-from brainsynth.methods.ldm_data import ImageSet, LatentSet, crop_to, encode_all
+from brainsynth.methods.ldm_data import ImageSet, LatentSet, crop_to, encode_all, padded_shape
 from brainsynth.methods.ldm_losses import AEWithDiscriminator, ae_loss, diffusion_loss
 from brainsynth.nn.autoencoder import build_autoencoder, downsample_factor
 from brainsynth.nn.presets import UNET_PRESETS
@@ -35,6 +35,17 @@ N_COV = len(COVARIATES)
 
 def load_ldm_config(path=None, overrides=None, base: dict | None = None) -> LDMConfig:
     return load_config(LDMConfig, path, overrides, base)
+
+
+def config_from_meta(meta: dict) -> LDMConfig:
+    """The LDMConfig stored in a checkpoint's resolved config (other run keys ignored)."""
+    return load_ldm_config(base={k: meta[k] for k in to_dict(LDMConfig()) if k in meta})
+
+
+def latent_shape(cfg: LDMConfig, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """(C, *S) of the latents of an image grid ``shape`` (after padding to the networks' multiple)."""
+    f = downsample_factor(cfg.ae.preset)
+    return (cfg.ae.latent_channels, *(s // f for s in padded_shape(shape, _multiple(cfg))))
 
 
 def _multiple(cfg: LDMConfig) -> int:
@@ -92,12 +103,13 @@ def train_autoencoder(
         model.step = trainer.step * cfg.train_ae.grad_accum
     trainer.fit()
     if trainer.dist.is_main:
-        _finish_autoencoder(trainer.ema.model.ae, cfg, cache, out, trainer.device)
+        _finish_autoencoder(trainer.ema.model.ae, cfg, train, cache, out, trainer.device)
     return out
 
 
-def _finish_autoencoder(ae, cfg: LDMConfig, cache: Path, out: Path, device) -> None:
-    train = ImageSet(cache, "train", cfg.data.downsample, _multiple(cfg))
+def _finish_autoencoder(
+    ae, cfg: LDMConfig, train: ImageSet, cache: Path, out: Path, device
+) -> None:
     lat, _ = encode_all(ae, train, device)
     stats = {
         "scale_factor": float(1.0 / lat.std()),
@@ -140,7 +152,7 @@ def load_autoencoder(ae_dir: Path, device) -> tuple:
     """(autoencoder with EMA weights, its LDMConfig, scale factor)."""
     ck = load_checkpoint(ae_dir, names=("ema",), with_state=False)
     meta = ck["meta"]["config"]
-    cfg = load_ldm_config(base={k: meta[k] for k in to_dict(LDMConfig()) if k in meta})
+    cfg = config_from_meta(meta)
     ae = build_ae(cfg)
     ae.load_state_dict({k[len("ae.") :]: v for k, v in ck["ema"].items() if k.startswith("ae.")})
     stats_file = Path(ae_dir) / "latent_stats.json"

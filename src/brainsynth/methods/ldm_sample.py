@@ -9,11 +9,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from brainsynth.config import to_dict
 from brainsynth.data.covariates import COVARIATES, CovariateNormaliser, check_names
 from brainsynth.data.prepare import reference_affine
 from brainsynth.io import Volume, write_text_atomic, write_volume
-from brainsynth.methods.ldm import build_denoiser, build_process, load_autoencoder, load_ldm_config
+from brainsynth.methods.ldm import (
+    build_denoiser,
+    build_process,
+    config_from_meta,
+    latent_shape,
+    load_autoencoder,
+)
 from brainsynth.methods.ldm_data import crop_to
 from brainsynth.methods.ldm_losses import make_cond
 from brainsynth.sampling import ddim_sample, guided
@@ -73,7 +78,7 @@ def sample_ldm(
     out = Path(out)
     ck = load_checkpoint(ckpt, names=("ema",), with_state=False)
     meta = ck["meta"]["config"]
-    cfg = load_ldm_config(base={k: meta[k] for k in to_dict(load_ldm_config()) if k in meta})
+    cfg = config_from_meta(meta)
     steps, guidance, eta = (
         steps or cfg.sample.steps,
         guidance if guidance is not None else cfg.sample.guidance,
@@ -91,14 +96,14 @@ def sample_ldm(
     ds = cfg.data.downsample
     shape = tuple(s // ds for s in meta["cache_shape"])
     affine = reference_affine(meta["cache_spacing"] * ds, shape)
-    latent_shape = _latent_shape(ae, shape, cfg, device)
+    z_shape = latent_shape(cfg, shape)
     g = torch.Generator().manual_seed(seed)
     paths, vols = [], []
     for start in range(0, n, batch_size):
         chunk = covs[start : start + batch_size]
         vec = torch.from_numpy(np.stack([norm.transform(c) for c in chunk])).to(device)
-        z_T = torch.randn((len(chunk), *latent_shape), generator=g).to(device)
-        cond = make_cond(vec, cfg.diffusion.conditioning, latent_shape[1:])
+        z_T = torch.randn((len(chunk), *z_shape), generator=g).to(device)
+        cond = make_cond(vec, cfg.diffusion.conditioning, z_shape[1:])
         z = ddim_sample(
             denoiser, process, z_T, steps=steps, cond=cond, eta=eta, generator=g, progress=progress
         )
@@ -121,16 +126,6 @@ def sample_ldm(
     ]
     montage(vols[:8], out / "montage.png", titles[:8], vmax=1.0)
     return paths
-
-
-def _latent_shape(ae, shape, cfg, device) -> tuple[int, ...]:
-    from brainsynth.methods.ldm import _multiple
-    from brainsynth.methods.ldm_data import padded_shape
-    from brainsynth.nn.autoencoder import downsample_factor
-
-    padded = padded_shape(shape, _multiple(cfg))
-    f = downsample_factor(cfg.ae.preset)
-    return (cfg.ae.latent_channels, *(s // f for s in padded))
 
 
 def _write_table(path: Path, paths: list[Path], covs: list[dict]) -> None:
