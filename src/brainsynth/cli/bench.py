@@ -14,6 +14,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import typer
@@ -41,35 +42,22 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(
-    preset: str,
-    size: int,
-    batch: int,
-    device: str = "cpu",
-    *,
-    spatial_dims: int = 3,
-    steps: int = 3,
-    budget_s: float = 120.0,
-    grad_checkpointing: bool = False,
-) -> BenchResult:
-    """Time ``steps`` training and sampling steps after one warm-up step of each; timing stops
-    early once the timed training steps exceed ``budget_s`` (then one sampling step is timed)."""
+def _bench_steps(
+    preset: str, size: int, batch: int, dev, spatial_dims: int, grad_checkpointing: bool, bf16: bool
+):
+    """(model, train_step(), sample_steps(k)) of one configuration, seeded with 0."""
     import torch
 
     from brainsynth.diffusion.gaussian import GaussianProcess
-    from brainsynth.nn.presets import count_parameters
     from brainsynth.nn.unet import build_unet
     from brainsynth.sampling import ddim_sample
-    from brainsynth.training.distributed import pick_device
     from brainsynth.training.losses import diffusion_loss
 
-    dev = pick_device(device)
     torch.manual_seed(0)
     model = build_unet(preset, spatial_dims, 1, 1, grad_checkpointing=grad_checkpointing).to(dev)
     process = GaussianProcess(1000)
     loss_fn = diffusion_loss(process)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True)
-    bf16 = dev.type == "cuda"
     g = torch.Generator().manual_seed(0)
     x0 = torch.randn((batch, 1, *[size] * spatial_dims), generator=g).to(dev)
     if dev.type == "cuda":
@@ -89,6 +77,17 @@ def measure(
             ddim_sample(model, process, torch.randn_like(x0), steps=k)
         model.train()
 
+    return model, train_step, sample_steps
+
+
+def _time_steps(
+    train_step: Callable[[], None],
+    sample_steps: Callable[[int], None],
+    dev,
+    steps: int,
+    budget_s: float,
+) -> tuple[list[float], float]:
+    """(seconds of each timed training step, seconds per sampling step), after warm-ups."""
     train_step()  # warm-up: allocator, oneDNN primitives, lazy imports (can take minutes on CPU)
     _sync(dev)
     times = []
@@ -99,14 +98,40 @@ def measure(
         times.append(time.perf_counter() - t0)
         if sum(times) > budget_s:
             break
-    train_s = sum(times) / len(times)
     sample_steps(1)  # warm-up
     _sync(dev)
     k = steps if len(times) == steps else 1
     t0 = time.perf_counter()
     sample_steps(k)
     _sync(dev)
-    sample_s = (time.perf_counter() - t0) / k
+    return times, (time.perf_counter() - t0) / k
+
+
+def measure(
+    preset: str,
+    size: int,
+    batch: int,
+    device: str = "cpu",
+    *,
+    spatial_dims: int = 3,
+    steps: int = 3,
+    budget_s: float = 120.0,
+    grad_checkpointing: bool = False,
+) -> BenchResult:
+    """Time ``steps`` training and sampling steps after one warm-up step of each; timing stops
+    early once the timed training steps exceed ``budget_s`` (then one sampling step is timed)."""
+    import torch
+
+    from brainsynth.nn.presets import count_parameters
+    from brainsynth.training.distributed import pick_device
+
+    dev = pick_device(device)
+    bf16 = dev.type == "cuda"
+    model, train_step, sample_steps = _bench_steps(
+        preset, size, batch, dev, spatial_dims, grad_checkpointing, bf16
+    )
+    times, sample_s = _time_steps(train_step, sample_steps, dev, steps, budget_s)
+    train_s = sum(times) / len(times)
     note = "" if len(times) == steps else f"{len(times)} timed step(s): over budget"
     peak = None
     if dev.type == "cuda":

@@ -52,21 +52,9 @@ def evaluate(
     intensity histograms. --paired: per-pair image metrics inside the reference brain mask and over
     the whole volume. Writes OUT/metrics.json, OUT/per_subject.tsv or per_pair.tsv, OUT/report.html.
     """
-    import shlex
-    import sys
-
-    from brainsynth.cli.options import existing, resolve_device
-    from brainsynth.errors import InputError
-    from brainsynth.evaluation.run import EvalOptions, run_evaluation
-
-    if intensity not in ("unit", "robust", "raw"):
-        raise InputError(None, f"--intensity must be unit, robust or raw, got {intensity!r}")
-    existing(real, "--real")
-    existing(synthetic, "--synthetic")
-    if features_weights is not None:
-        existing(features_weights, "--features-weights")
-    opts = EvalOptions(
-        intensity=intensity,  # type: ignore[arg-type]
+    _check_inputs(intensity, real, synthetic, features_weights)
+    opts = _options(
+        intensity=intensity,
         data_range=data_range,
         mask_threshold=mask_threshold,
         features_weights=features_weights,
@@ -74,35 +62,80 @@ def evaluate(
         n_pairs=n_pairs,
         n_permutations=permutations,
         seed=seed,
-        device=str(resolve_device(device)),
+        device=device,
         progress=progress,
+    )
+    _run(real, synthetic, out, opts, paired)
+
+
+def _check_inputs(
+    intensity: str, real: Path, synthetic: Path, features_weights: Path | None
+) -> None:
+    """Exit 2 (InputError) on an unknown --intensity or a missing input path."""
+    from brainsynth.cli.options import existing
+    from brainsynth.errors import InputError
+
+    if intensity not in ("unit", "robust", "raw"):
+        raise InputError(None, f"--intensity must be unit, robust or raw, got {intensity!r}")
+    existing(real, "--real")
+    existing(synthetic, "--synthetic")
+    if features_weights is not None:
+        existing(features_weights, "--features-weights")
+
+
+def _options(*, device: str, **kw):
+    """EvalOptions of the command line: ``device`` resolved (auto -> cuda/cpu), the command
+    recorded."""
+    import shlex
+    import sys
+
+    from brainsynth.cli.options import resolve_device
+    from brainsynth.evaluation.run import EvalOptions
+
+    return EvalOptions(
+        **kw,
+        device=str(resolve_device(device)),
         command=shlex.join(["brainsynth", *sys.argv[1:]]),
     )
+
+
+def _run(real: Path, synthetic: Path, out: Path, opts, paired: bool) -> None:
+    """Run the evaluation and print its headline figures, warnings and output paths."""
+    from brainsynth.evaluation.run import run_evaluation
+
     m = run_evaluation(real, synthetic, out, opts, paired=paired, log=typer.echo)
     if paired:
-        s = m["summary"]
-        for k in ("mask_mae", "mask_psnr", "mask_ssim", "mask_ms_ssim", "mask_4g_r_ssim"):
-            if k in s:
-                typer.echo(f"{k}: {s[k]['mean']:.4g} ± {s[k]['std'] or 0:.2g} (n={s[k]['n']})")
+        _echo_paired(m)
     else:
-        if "fid" in m:
-            typer.echo(f"features: {m['fid']['features']}")
-            typer.echo(
-                f"FID: {m['fid']['fid']:.4g} (n_real={m['fid']['n_real']}, n_synthetic={m['fid']['n_synthetic']}, dim={m['fid']['dim']})"
-            )
-            typer.echo(
-                f"MMD^2 (Gaussian RBF, unbiased, median bandwidth): {m['mmd']['mmd2_rbf_unbiased']:.4g} "
-                f"(permutation p={m['mmd']['permutation_pvalue']:.3g})"
-            )
-        d = m.get("diversity_ms_ssim")
-        if d:
-            for name in ("synthetic", "real"):
-                e = d[name]
-                if "mean" in e and e["mean"] is not None:
-                    typer.echo(f"MS-SSIM within {name}: {e['mean']:.4f} ({e['n_pairs']} pairs)")
+        _echo_sets(m)
     for w in m.get("warnings", []):
         typer.secho(f"warning: {w}", fg=typer.colors.YELLOW, err=True)
     typer.echo(f"wrote {out / 'metrics.json'} and {out / 'report.html'}")
+
+
+def _echo_paired(m: dict) -> None:
+    s = m["summary"]
+    for k in ("mask_mae", "mask_psnr", "mask_ssim", "mask_ms_ssim", "mask_4g_r_ssim"):
+        if k in s:
+            typer.echo(f"{k}: {s[k]['mean']:.4g} ± {s[k]['std'] or 0:.2g} (n={s[k]['n']})")
+
+
+def _echo_sets(m: dict) -> None:
+    if "fid" in m:
+        typer.echo(f"features: {m['fid']['features']}")
+        typer.echo(
+            f"FID: {m['fid']['fid']:.4g} (n_real={m['fid']['n_real']}, n_synthetic={m['fid']['n_synthetic']}, dim={m['fid']['dim']})"
+        )
+        typer.echo(
+            f"MMD^2 (Gaussian RBF, unbiased, median bandwidth): {m['mmd']['mmd2_rbf_unbiased']:.4g} "
+            f"(permutation p={m['mmd']['permutation_pvalue']:.3g})"
+        )
+    d = m.get("diversity_ms_ssim")
+    if d:
+        for name in ("synthetic", "real"):
+            e = d[name]
+            if "mean" in e and e["mean"] is not None:
+                typer.echo(f"MS-SSIM within {name}: {e['mean']:.4f} ({e['n_pairs']} pairs)")
 
 
 def register(app: typer.Typer) -> None:

@@ -15,12 +15,10 @@ forwarded under bf16 autocast (CUDA only, ``amp``), their mean-loss gradients ar
 ``grad_clip``, AdamW steps (a step with a non-finite gradient is skipped and counted), the LR
 schedule advances and the EMA is updated.
 
-Data: a ``Dataset`` is read through :class:`~brainsynth.training.distributed.ShardedBatchSampler`:
-an endless stream of batches, reshuffled every epoch from the seed, sharded over ranks. Its position
-is the number of batches consumed, so resuming needs no replay. A ready ``DataLoader`` also works
-(under torchrun it must shard itself, e.g. with a ``DistributedSampler``); its epochs call
-``set_epoch`` when the sampler has it, and resuming skips the batches already seen (loading them). For bitwise resume a dataset's ``__getitem__`` must be a function of the index (or
-draw only from the global RNGs with ``num_workers=0``: their states are checkpointed).
+Data: a ``Dataset`` (batched, shuffled and sharded by the trainer) or a ready ``DataLoader``, read
+as an endless, resumable stream (:mod:`brainsynth.training.streams`). For bitwise resume a
+dataset's ``__getitem__`` must be a function of the index (or draw only from the global RNGs with
+``num_workers=0``: their states are checkpointed).
 
 Reproducibility: noise streams and global RNGs are seeded from ``(seed, rank)``; the trainer's
 generator is a CPU generator, so the random draws of a loss do not depend on the device.
@@ -28,11 +26,10 @@ generator is a CPU generator, so the random draws of a loss do not depend on the
 
 from __future__ import annotations
 
-import math
 import random
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -41,16 +38,14 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from brainsynth.config import TrainConfig, dump_yaml, to_dict
-from brainsynth.diffusion.base import Cond
 from brainsynth.errors import InputError
 from brainsynth.io import write_text_atomic
 from brainsynth.training.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from brainsynth.training.distributed import (
-    ShardedBatchSampler,
     all_gather_objects,
     all_reduce_mean,
     barrier,
@@ -60,224 +55,31 @@ from brainsynth.training.distributed import (
 )
 from brainsynth.training.ema import EMA, unwrap
 from brainsynth.training.logging import RunLogger
+from brainsynth.training.streams import _DatasetStream, _LoaderStream
+from brainsynth.training.utils import (
+    _GLOBAL,
+    _NOISE,
+    _diff,
+    _rng_state,
+    _set_rng_state,
+    cpu_has_bf16,
+    enable_grad_checkpointing,
+    lr_factor,
+    to_device,
+)
+
+__all__ = [
+    "LossFn",
+    "Trainer",
+    "ValFn",
+    "cpu_has_bf16",
+    "enable_grad_checkpointing",
+    "lr_factor",
+    "to_device",
+]
 
 LossFn = Callable[[nn.Module, Any, torch.Generator], torch.Tensor]
 ValFn = Callable[[nn.Module, int], dict]
-
-# stream names for derive_seed(seed, rank, STREAM)
-_NOISE, _GLOBAL, _WORKERS, _EPOCH = 1, 2, 3, 4
-
-
-def to_device(obj: Any, device: torch.device, non_blocking: bool = False) -> Any:
-    """Move the tensors of a (nested) batch to ``device``; other values pass through."""
-    if torch.is_tensor(obj):
-        return obj.to(device, non_blocking=non_blocking)
-    if isinstance(obj, Cond):
-        return obj.to(device)
-    if isinstance(obj, dict):
-        return {k: to_device(v, device, non_blocking) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(to_device(v, device, non_blocking) for v in obj)
-    return obj
-
-
-def lr_factor(step: int, cfg: TrainConfig) -> float:
-    """LR multiplier for optimiser step ``step`` (0-based): linear warm-up over ``lr_warmup``
-    steps, then constant or a cosine decay to 0 at ``steps``."""
-    if cfg.lr_warmup > 0 and step < cfg.lr_warmup:
-        return (step + 1) / cfg.lr_warmup
-    if cfg.lr_schedule == "cosine":
-        span = max(cfg.steps - cfg.lr_warmup, 1)
-        progress = min(max(step - cfg.lr_warmup, 0) / span, 1.0)
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-    return 1.0
-
-
-def enable_grad_checkpointing(model: nn.Module) -> int:
-    """Switch on activation checkpointing in every submodule that offers it (a boolean attribute
-    ``grad_checkpointing`` or a ``set_grad_checkpointing(bool)`` method); returns how many."""
-    n = 0
-    for m in model.modules():
-        setter = getattr(m, "set_grad_checkpointing", None)
-        if callable(setter):
-            setter(True)
-            n += 1
-        elif isinstance(getattr(m, "grad_checkpointing", None), bool):
-            setattr(m, "grad_checkpointing", True)  # noqa: B010 - typed as a module attribute
-            n += 1
-    return n
-
-
-# -- RNG state as tensors and plain values (loadable with torch.load(weights_only=True)) -----------
-
-
-def _rng_state(generator: torch.Generator) -> dict:
-    _, keys, pos, has_gauss, gauss = np.random.get_state()  # noqa: NPY002
-    version, py_state, gauss_next = random.getstate()
-    return {
-        "generator": generator.get_state(),
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
-        "numpy": {
-            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "cached_gaussian": float(gauss),
-        },
-        "python": {
-            "version": int(version),
-            "state": torch.tensor(py_state, dtype=torch.int64),
-            "gauss_next": gauss_next,
-        },
-    }
-
-
-def _set_rng_state(state: dict, generator: torch.Generator) -> None:
-    generator.set_state(state["generator"])
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    n = state["numpy"]
-    np.random.set_state(  # noqa: NPY002
-        (
-            "MT19937",
-            n["keys"].numpy().astype(np.uint32),
-            n["pos"],
-            n["has_gauss"],
-            n["cached_gaussian"],
-        )
-    )
-    p = state["python"]
-    random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), p["gauss_next"]))
-
-
-def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two plain nested dicts."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) | set(b), key=str):
-            out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
-        return out
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        a, b = list(a), list(b)
-    return [] if a == b else [f"{prefix[:-1]}: {a!r} -> {b!r}"]
-
-
-def _seed_worker(_: int) -> None:
-    s = torch.initial_seed() % 2**32
-    np.random.seed(s)  # noqa: NPY002 - torch seeds its own RNG per worker, not numpy's
-    random.seed(s)
-
-
-class _DatasetStream:
-    """Endless batches of a Dataset via ShardedBatchSampler; position = batches consumed."""
-
-    def __init__(self, trainer: Trainer, dataset: Dataset, collate_fn: Callable | None):
-        self.t, self.dataset = trainer, dataset
-        self.collate = collate_fn or default_collate
-        try:
-            self.n = len(dataset)  # type: ignore[arg-type]
-        except TypeError as e:
-            raise TypeError("the training dataset needs __len__ (or pass a DataLoader)") from e
-        if self.n == 0:
-            raise InputError(None, "the training dataset is empty")
-        self.consumed = 0
-        self._it: Iterator | None = None
-
-    def state(self) -> dict:
-        return {"kind": "dataset", "batches": self.consumed}
-
-    def load(self, state: dict) -> None:
-        if state.get("kind") != "dataset":
-            raise InputError(
-                None, "checkpoint was written with a DataLoader, resumed with a Dataset"
-            )
-        self.consumed, self._it = int(state["batches"]), None
-
-    def _iterator(self) -> Iterator:
-        cfg, d = self.t.cfg, self.t.dist
-        sampler = ShardedBatchSampler(
-            self.n,
-            cfg.batch_size,
-            seed=cfg.seed,
-            rank=d.rank,
-            world_size=d.world_size,
-            start_batch=self.consumed,
-        )
-        if cfg.num_workers == 0:
-            return (self.collate([self.dataset[i] for i in idx]) for idx in sampler)
-        gen = torch.Generator().manual_seed(derive_seed(cfg.seed, d.rank, _WORKERS, self.consumed))
-        loader = DataLoader(
-            self.dataset,
-            batch_sampler=sampler,
-            num_workers=cfg.num_workers,
-            collate_fn=self.collate,
-            pin_memory=self.t.device.type == "cuda",
-            worker_init_fn=_seed_worker,
-            generator=gen,
-        )
-        return iter(loader)
-
-    def next(self) -> Any:
-        if self._it is None:
-            self._it = self._iterator()
-        batch = next(self._it)
-        self.consumed += 1
-        return batch
-
-
-class _LoaderStream:
-    """Endless batches of a user DataLoader: epochs call ``set_epoch``; resume skips batches.
-
-    Each epoch's iterator is created (and its first batch drawn, when samplers without their own
-    generator pick their permutation) under a forked global RNG seeded from (seed, rank, epoch):
-    epoch order is reproducible and the global stream (dropout, ...) is untouched, so resuming
-    mid-epoch replays exactly."""
-
-    _END = object()
-
-    def __init__(self, loader: DataLoader, seed: int, rank: int):
-        self.loader, self.seed, self.rank = loader, seed, rank
-        self.epoch, self.index = 0, 0
-        self._it: Iterator | None = None
-        self._pending: Any = self._END
-
-    def state(self) -> dict:
-        return {"kind": "loader", "epoch": self.epoch, "index": self.index}
-
-    def load(self, state: dict) -> None:
-        if state.get("kind") != "loader":
-            raise InputError(
-                None, "checkpoint was written with a Dataset, resumed with a DataLoader"
-            )
-        self.epoch, self.index, self._it = int(state["epoch"]), int(state["index"]), None
-
-    def _start_epoch(self, skip: int) -> None:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(self.seed, self.rank, _EPOCH, self.epoch))
-            for obj in (self.loader.sampler, getattr(self.loader, "batch_sampler", None)):
-                set_epoch = getattr(obj, "set_epoch", None)
-                if callable(set_epoch):
-                    set_epoch(self.epoch)
-            self._it = iter(self.loader)
-            for _ in range(skip):
-                next(self._it, None)
-            self._pending = next(self._it, self._END)
-
-    def next(self) -> Any:
-        if self._it is None:
-            self._start_epoch(self.index)
-        for _ in range(2):
-            if self._pending is not self._END:
-                batch, self._pending = self._pending, self._END
-            else:
-                batch = next(self._it, self._END)  # type: ignore[arg-type]
-            if batch is not self._END:
-                self.index += 1
-                return batch
-            self.epoch, self.index = self.epoch + 1, 0
-            self._start_epoch(0)
-        raise InputError(None, "the training DataLoader yields no batches")
 
 
 class Trainer:
@@ -308,12 +110,30 @@ class Trainer:
         self.loss_fn, self.val_fn = loss_fn, val_fn
         self.config_dict = config_dict if config_dict is not None else {"train": to_dict(cfg)}
         self.meta = dict(meta or {})
+        self._setup_model(model, find_unused_parameters)
+        self._setup_optimizer()
+        self._seed()
+        if isinstance(train_loader, DataLoader):
+            self.data: _DatasetStream | _LoaderStream = _LoaderStream(
+                train_loader, cfg.seed, self.dist.rank
+            )
+        else:
+            self.data = _DatasetStream(self, train_loader, collate_fn)
+        self._setup_precision()
+        self.step = 0
+        self.skipped_steps = 0
+        self.resumed_from: Path | None = None
+        self.last_checkpoint: Path | None = None
 
+    # -- setup (called once, by __init__) ---------------------------------------------------------
+    def _setup_model(self, model: nn.Module, find_unused_parameters: bool) -> None:
+        """The model on the device (checkpointing switched on if asked), its EMA and DDP wrapper."""
+        cfg = self.cfg
         self.model = unwrap(model).to(self.device)
         if cfg.grad_checkpointing and enable_grad_checkpointing(self.model) == 0:
             warnings.warn(
                 "train.grad_checkpointing is set but the model has no checkpointing switch",
-                stacklevel=2,
+                stacklevel=3,
             )
         self.ema = EMA(self.model, cfg.ema_decay, cfg.ema_start)
         if self.dist.enabled:
@@ -324,6 +144,10 @@ class Trainer:
             )
         else:
             self.ddp = self.model
+
+    def _setup_optimizer(self) -> None:
+        """AdamW over the trainable parameters and the LR schedule (:func:`lr_factor`)."""
+        cfg = self.cfg
         params = [p for p in self.model.parameters() if p.requires_grad]
         if not params:
             raise ValueError("the model has no trainable parameters")
@@ -336,29 +160,23 @@ class Trainer:
         )
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, cfg))
 
-        rank = self.dist.rank
+    def _seed(self) -> None:
+        """The trainer's noise generator and the global RNGs, seeded from (seed, rank)."""
+        cfg, rank = self.cfg, self.dist.rank
         self.generator = torch.Generator("cpu").manual_seed(derive_seed(cfg.seed, rank, _NOISE))
         g = derive_seed(cfg.seed, rank, _GLOBAL)
         torch.manual_seed(g)  # dropout & co.: different per rank, reproducible
         np.random.seed(g % 2**32)  # noqa: NPY002
         random.seed(g)
 
-        if isinstance(train_loader, DataLoader):
-            self.data: _DatasetStream | _LoaderStream = _LoaderStream(
-                train_loader, cfg.seed, self.dist.rank
-            )
-        else:
-            self.data = _DatasetStream(self, train_loader, collate_fn)
-
+    def _setup_precision(self) -> None:
+        """bf16 autocast: ``amp: bf16``, or ``auto`` on CUDA (warns on a CPU without bf16)."""
+        cfg = self.cfg
         self.use_bf16 = cfg.amp == "bf16" or (cfg.amp == "auto" and self.device.type == "cuda")
-        if self.use_bf16 and self.device.type == "cpu":
+        if self.use_bf16 and self.device.type == "cpu" and not cpu_has_bf16():
             warnings.warn(
-                "bf16 autocast on CPU is very slow without hardware support", stacklevel=2
+                "bf16 autocast on this CPU (no AVX512-BF16/AMX) is very slow", stacklevel=3
             )
-        self.step = 0
-        self.skipped_steps = 0
-        self.resumed_from: Path | None = None
-        self.last_checkpoint: Path | None = None
 
     # -- pieces -----------------------------------------------------------------------------------
     def autocast(self):
