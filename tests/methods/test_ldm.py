@@ -132,3 +132,28 @@ def test_fill_covariates_keeps_given_and_samples_close_rows():
     assert np.mean([o["ventricle_volume"] == 50000.0 for o in out]) > 0.9
     full = {"age": 30.0, "sex": 1.0, "ventricle_volume": 2e4, "brain_volume": 1.2e6}
     assert fill_covariates(full, rows, norm, 3, rng) == [full] * 3
+
+
+@pytest.mark.parametrize("sample_posterior", [True, False])
+def test_ae_loss_posterior_sample_or_mean(sample_posterior):
+    """The loss is L1(decode(z), x) + w * KL(q(z|x) || N(0, I)); z is a posterior sample drawn from
+    the generator, or the posterior mean (then the loss does not depend on the generator)."""
+    import torch
+    import torch.nn.functional as F
+
+    from brainsynth.methods.ldm_losses import AEWithDiscriminator, ae_loss
+    from brainsynth.nn.autoencoder import build_autoencoder, kl_divergence
+
+    torch.manual_seed(0)
+    m = AEWithDiscriminator(build_autoencoder("tiny", 3, 1, 2), None).eval()
+    x = torch.rand(2, 1, 8, 8, 8)
+    loss = ae_loss(1e-3, 0.0, 0, sample_posterior)
+    a = loss(m, {"image": x}, torch.Generator().manual_seed(1))
+    b = loss(m, {"image": x}, torch.Generator().manual_seed(2))
+    mu, sigma = m.ae.encode(x)
+    expected_mean = F.l1_loss(m.ae.decode(mu), x) + 1e-3 * kl_divergence(mu, sigma)
+    if sample_posterior:
+        assert not torch.allclose(a, b)
+    else:
+        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(a, expected_mean)

@@ -91,7 +91,7 @@ def train_autoencoder(
     run_cfg = {"method": "ldm", "stage": "ae", "cache": str(cache), **to_dict(cfg)}
     trainer = Trainer(
         model,
-        ae_loss(cfg.ae.kl_weight, cfg.ae.adv_weight, cfg.ae.adv_start),
+        ae_loss(cfg.ae.kl_weight, cfg.ae.adv_weight, cfg.ae.adv_start, cfg.ae.sample_posterior),
         train,
         cfg.train_ae,
         out,

@@ -24,13 +24,13 @@ class AEWithDiscriminator(nn.Module):
         self.step = 0  # set by the loss (adversarial warm-up)
 
 
-def ae_loss(kl_weight: float, adv_weight: float, adv_start: int):
+def ae_loss(kl_weight: float, adv_weight: float, adv_start: int, sample_posterior: bool = True):
     def loss_fn(model: nn.Module, batch: dict, generator: torch.Generator) -> torch.Tensor:
         m = model.module if hasattr(model, "module") else model
         x = batch["image"]
         z_mu, z_sigma = m.ae.encode(x)
         eps = torch.randn(z_mu.shape, generator=generator, device="cpu").to(z_mu)
-        recon = m.ae.decode(z_mu + z_sigma * eps)
+        recon = m.ae.decode(z_mu + z_sigma * eps if sample_posterior else z_mu)
         loss = F.l1_loss(recon.float(), x.float()) + kl_weight * kl_divergence(
             z_mu.float(), z_sigma.float()
         )
