@@ -69,7 +69,7 @@ class TrainConfig:
 class ModelConfig:
     """The denoising network: a size preset of ``nn.build_unet``."""
 
-    preset: Literal["tiny", "small", "base"] = "tiny"
+    preset: Literal["tiny", "cpu", "small", "base"] = "tiny"
 
 
 @dataclass(frozen=True)

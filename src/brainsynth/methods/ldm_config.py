@@ -18,6 +18,8 @@ class AEConfig:
     preset: Literal["tiny", "cpu", "small", "base"] = "tiny"
     latent_channels: int = 3
     kl_weight: float = 1e-6
+    # KL is summed over latent elements while L1 is a voxel mean: its pull per element grows with the
+    # latent size (1e-6 suits 8-64x compression; the CPU config's 1:1 latents use 1e-8).
     # Decode a posterior sample (the VAE) or the posterior mean (KL still applied). With few steps,
     # Adam drives sigma to ~1 under any KL weight and the decoder learns the mean brain: the CPU
     # config decodes the mean (measured: sigma 0.02 -> 0.65 in 150 steps from a log-var of -8).
@@ -29,7 +31,7 @@ class AEConfig:
 
 @dataclass(frozen=True)
 class LDMDiffusionConfig:
-    preset: Literal["tiny", "small", "base"] = "tiny"
+    preset: Literal["tiny", "cpu", "small", "base"] = "tiny"
     num_timesteps: int = 1000
     schedule: Literal["linear", "scaled_linear", "cosine"] = "scaled_linear"
     beta_start: float = 0.0015
