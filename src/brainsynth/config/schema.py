@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from brainsynth.nn.presets import Preset
+
 Amp = Literal["auto", "bf16", "off"]
 DeviceName = Literal["auto", "cpu", "cuda"]
 
@@ -69,7 +71,7 @@ class TrainConfig:
 class ModelConfig:
     """The denoising network: a size preset of ``nn.build_unet``."""
 
-    preset: Literal["tiny", "cpu", "small", "base"] = "tiny"
+    preset: Preset = "tiny"
 
 
 @dataclass(frozen=True)

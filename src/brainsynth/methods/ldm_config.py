@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from brainsynth.config.schema import TrainConfig
+from brainsynth.nn.presets import Preset
 
 
 @dataclass(frozen=True)
@@ -15,7 +16,7 @@ class LDMData:
 
 @dataclass(frozen=True)
 class AEConfig:
-    preset: Literal["tiny", "cpu", "small", "base"] = "tiny"
+    preset: Preset = "tiny"
     latent_channels: int = 3
     kl_weight: float = 1e-6
     # KL is summed over latent elements while L1 is a voxel mean: its pull per element grows with the
@@ -31,7 +32,7 @@ class AEConfig:
 
 @dataclass(frozen=True)
 class LDMDiffusionConfig:
-    preset: Literal["tiny", "cpu", "small", "base"] = "tiny"
+    preset: Preset = "tiny"
     num_timesteps: int = 1000
     schedule: Literal["linear", "scaled_linear", "cosine"] = "scaled_linear"
     beta_start: float = 0.0015

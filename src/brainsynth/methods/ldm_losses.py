@@ -29,8 +29,10 @@ def ae_loss(kl_weight: float, adv_weight: float, adv_start: int, sample_posterio
         m = model.module if hasattr(model, "module") else model
         x = batch["image"]
         z_mu, z_sigma = m.ae.encode(x)
-        eps = torch.randn(z_mu.shape, generator=generator, device="cpu").to(z_mu)
-        recon = m.ae.decode(z_mu + z_sigma * eps if sample_posterior else z_mu)
+        z = z_mu
+        if sample_posterior:
+            z = z_mu + z_sigma * torch.randn(z_mu.shape, generator=generator).to(z_mu)
+        recon = m.ae.decode(z)
         loss = F.l1_loss(recon.float(), x.float()) + kl_weight * kl_divergence(
             z_mu.float(), z_sigma.float()
         )
