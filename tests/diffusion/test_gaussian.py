@@ -198,3 +198,30 @@ def test_dtypes_follow_the_input():
         assert p.q_sample(x, t, x).dtype == dtype
         assert p.predict_x0(x, t, x).dtype == dtype
         assert p.predict_eps(x, t, x).dtype == dtype
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
+@pytest.mark.parametrize("gamma", [0.5, 5.0])
+def test_min_snr_weight_makes_every_objective_min_snr_times_x0_mse(prediction, gamma):
+    """Hang et al. 2023: w ||out - target||^2 = min(SNR, gamma) ||x0^ - x0||^2 for any output."""
+    p = GaussianProcess(1000, "scaled_linear", prediction, 0.0015, 0.0195)
+    g = torch.Generator().manual_seed(3)
+    t = torch.tensor([0, 10, 200, 600, 999])
+    x0 = torch.randn(5, 2, 4, 4, generator=g, dtype=F64)
+    noise = torch.randn(5, 2, 4, 4, generator=g, dtype=F64)
+    out = torch.randn(5, 2, 4, 4, generator=g, dtype=F64)  # an arbitrary (wrong) network output
+    x_t = p.q_sample(x0, t, noise)
+    w = p.loss_weight(t, x0, gamma)
+    lhs = (w * (out - p.target(x0, t, noise)) ** 2).sum(dim=(1, 2, 3))
+    snr = p.snr(t).clamp(max=gamma)
+    rhs = snr * ((p.predict_x0(x_t, t, out) - x0) ** 2).sum(dim=(1, 2, 3))
+    torch.testing.assert_close(lhs, rhs, rtol=1e-9, atol=1e-12)
+    assert w.shape == (5, 1, 1, 1)
+
+
+def test_loss_weight_none_is_one_and_gamma_checked():
+    p = GaussianProcess(100, "linear", "v")
+    x = torch.zeros(3, 1, 2, 2)
+    assert torch.equal(p.loss_weight(torch.tensor([0, 5, 99]), x), torch.ones(3, 1, 1, 1))
+    with pytest.raises(ValueError, match="min_snr_gamma"):
+        p.loss_weight(torch.tensor([0]), x, 0.0)

@@ -118,6 +118,26 @@ class GaussianProcess:
         a = gather(self.alpha_bar, t, x0)
         return a.sqrt() * noise - (1 - a).sqrt() * x0  # v: Salimans & Ho 2022, sec. 4
 
+    def loss_weight(self, t: Tensor, like: Tensor, min_snr_gamma: float | None = None) -> Tensor:
+        """Per-row weight of the MSE to :meth:`target`, shaped ``(B, 1, ..., 1)`` like ``like``.
+
+        ``None``: 1 (DDPM's L_simple). Otherwise Min-SNR-gamma (Hang et al. 2023, eq. 10-12): every
+        objective is reweighted so that its loss equals ``min(SNR, gamma)`` times the x0 MSE,
+            eps: min(SNR, gamma) / SNR,   x0: min(SNR, gamma),   v: min(SNR, gamma) / (SNR + 1),
+        since ||eps^ - eps||^2 = SNR ||x0^ - x0||^2 and ||v^ - v||^2 = (SNR + 1) ||x0^ - x0||^2.
+        It stops the low-noise steps, whose targets are nearly trivial, from dominating the
+        gradient, and so converges several times faster at the same final quality (ibid., fig. 1).
+        """
+        if min_snr_gamma is None:
+            return torch.ones((like.shape[0], *([1] * (like.ndim - 1))), device=like.device)
+        if min_snr_gamma <= 0:
+            raise ValueError(f"min_snr_gamma must be > 0, got {min_snr_gamma}")
+        snr = self.snr(torch.as_tensor(t).detach().cpu().reshape(-1))
+        clipped = snr.clamp(max=min_snr_gamma)
+        w = {"eps": clipped / snr, "x0": clipped, "v": clipped / (snr + 1)}[self.prediction]
+        dtype = like.dtype if like.dtype in (torch.float32, torch.float64) else torch.float32
+        return w.to(dtype).to(like.device).reshape(-1, *([1] * (like.ndim - 1)))
+
     def predict_x0(
         self, x_t: Tensor, t: Tensor, model_out: Tensor, y: Tensor | None = None
     ) -> Tensor:
