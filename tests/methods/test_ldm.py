@@ -6,10 +6,12 @@ import csv
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from brainsynth.cli.main import app
 from brainsynth.data.covariates import CovariateNormaliser
+from brainsynth.errors import InputError
 from brainsynth.io import read_volume
 from brainsynth.methods.ldm_sample import fill_covariates
 
@@ -157,3 +159,57 @@ def test_ae_loss_posterior_sample_or_mean(sample_posterior):
     else:
         torch.testing.assert_close(a, b)
         torch.testing.assert_close(a, expected_mean)
+
+
+def test_mirror_lr_is_an_involution_that_keeps_the_padding():
+    from brainsynth.methods.ldm_data import mirror_lr
+
+    x = torch.arange(2 * 1 * 6 * 3 * 2, dtype=torch.float32).reshape(2, 1, 6, 3, 2)
+    m = mirror_lr(x, 4)  # voxels 4, 5 along X are end padding
+    assert torch.equal(m[:, :, :4], x[:, :, [3, 2, 1, 0]]) and torch.equal(m[:, :, 4:], x[:, :, 4:])
+    assert torch.equal(mirror_lr(m, 4), x)
+
+
+def test_diffusion_loss_min_snr_weights_each_row():
+    """With a network that outputs 0 the loss is mean_b w(t_b) * mean(target_b^2)."""
+    from brainsynth.diffusion.gaussian import GaussianProcess
+    from brainsynth.methods.ldm_losses import diffusion_loss
+
+    p = GaussianProcess(1000, "scaled_linear", "v", 0.0015, 0.0195)
+    batch = {"latent": torch.randn(6, 2, 4, 4, 4), "covariates": torch.zeros(6, 4)}
+
+    def zero(x, t, cond):
+        return torch.zeros_like(x)
+
+    losses = {}
+    for gamma in (None, 5.0):
+        g = torch.Generator().manual_seed(0)
+        losses[gamma] = diffusion_loss(p, "crossattn", 0.0, gamma)(zero, batch, g)
+    g = torch.Generator().manual_seed(0)  # the same draws as inside the loss
+    t = p.sample_t(6, generator=g)
+    noise = torch.randn(batch["latent"].shape, generator=g)
+    tgt2 = (p.target(batch["latent"], t, noise) ** 2).mean(dim=(1, 2, 3, 4))
+    w = (p.snr(t).clamp(max=5.0) / (p.snr(t) + 1)).float()
+    torch.testing.assert_close(losses[None], tgt2.mean())
+    torch.testing.assert_close(losses[5.0], (w * tgt2).mean())
+
+
+def test_latent_norm_centres_scales_and_round_trips(tmp_path):
+    from brainsynth.methods.ldm_data import LatentNorm
+
+    g = torch.Generator().manual_seed(1)
+    base = torch.linspace(-3, 3, 2 * 3 * 4).reshape(2, 3, 4)  # a fixed "average anatomy"
+    lat = base + 0.2 * torch.randn(50, 2, 3, 4, generator=g, dtype=torch.float32)
+    n = LatentNorm.fit(lat, center=True, ae_scale=7.0)
+    z = n.apply(lat)
+    assert z.mean(0).abs().max() < 1e-5 and abs(float(z.std()) - 1.0) < 1e-5
+    assert 1 / n.scale < 0.25  # the deviations' std (0.2), not the raw latents' (~1.8)
+    torch.testing.assert_close(n.invert(z), lat)
+    n.save(tmp_path / "norm.safetensors")
+    m = LatentNorm.load(tmp_path / "norm.safetensors", n.scale)
+    torch.testing.assert_close(m.invert(z), lat)
+    plain = LatentNorm.fit(lat, center=False, ae_scale=7.0)
+    assert plain.mean is None and LatentNorm.load(None, 7.0).mean is None
+    torch.testing.assert_close(plain.apply(lat), lat * 7.0)
+    with pytest.raises(InputError, match="latent mean"):
+        LatentNorm.load(tmp_path / "gone.safetensors", 1.0)

@@ -22,7 +22,14 @@ from brainsynth.diffusion.gaussian import GaussianProcess
 from brainsynth.errors import InputError
 from brainsynth.io import write_text_atomic
 from brainsynth.methods.ldm_config import LDMConfig
-from brainsynth.methods.ldm_data import ImageSet, LatentSet, crop_to, encode_all, padded_shape
+from brainsynth.methods.ldm_data import (
+    ImageSet,
+    LatentNorm,
+    LatentSet,
+    crop_to,
+    encode_all,
+    padded_shape,
+)
 from brainsynth.methods.ldm_losses import AEWithDiscriminator, ae_loss, diffusion_loss
 from brainsynth.nn.autoencoder import build_autoencoder, downsample_factor
 from brainsynth.nn.presets import UNET_PRESETS
@@ -169,12 +176,18 @@ def train_diffusion(
 
     device = device or pick_device(cfg.train_diffusion.device)
     ae, ae_cfg, scale = load_autoencoder(ae_dir, device)
-    if (ae_cfg.ae, ae_cfg.data) != (cfg.ae, cfg.data):
-        cfg = load_ldm_config(
-            base={**to_dict(cfg), "ae": to_dict(ae_cfg.ae), "data": to_dict(ae_cfg.data)}
-        )
-    lat, cov = encode_all(ae, ImageSet(cache, "train", cfg.data.downsample, _multiple(cfg)), device)
+    # The autoencoder fixes the network and the resolution; mirroring is this stage's own choice.
+    data = {**to_dict(cfg.data), "downsample": ae_cfg.data.downsample}
+    if (ae_cfg.ae, ae_cfg.data.downsample) != (cfg.ae, cfg.data.downsample):
+        cfg = load_ldm_config(base={**to_dict(cfg), "ae": to_dict(ae_cfg.ae), "data": data})
+    images = ImageSet(cache, "train", cfg.data.downsample, _multiple(cfg))
+    lat, cov = encode_all(ae, images, device)
+    if cfg.data.mirror:
+        lat_m, _ = encode_all(ae, images, device, mirror=True)
+        lat, cov = torch.cat([lat, lat_m]), torch.cat([cov, cov])
     del ae
+    norm = LatentNorm.fit(lat, cfg.diffusion.center, scale)
+    norm_file = (Path(out) / "latent_norm.safetensors").resolve() if norm.mean is not None else None
     info = read_cache_info(cache)
     rows = [{k: r[k] for k in COVARIATES} for r in read_cache_manifest(cache, "train")]
     run_cfg = {
@@ -182,7 +195,8 @@ def train_diffusion(
         "stage": "diffusion",
         "cache": str(cache),
         "ae_dir": str(Path(ae_dir).resolve()),
-        "scale_factor": scale,
+        "scale_factor": norm.scale,
+        "latent_norm": None if norm_file is None else str(norm_file),
         "covariate_normaliser": info["covariate_normaliser"],
         "training_covariates": rows,
         "reference_affine": info["reference_affine"],
@@ -193,13 +207,15 @@ def train_diffusion(
     d = cfg.diffusion
     trainer = Trainer(
         build_denoiser(cfg, cfg.train_diffusion.grad_checkpointing),
-        diffusion_loss(build_process(cfg), d.conditioning, d.cond_dropout),
-        LatentSet(lat * scale, cov),
+        diffusion_loss(build_process(cfg), d.conditioning, d.cond_dropout, d.min_snr_gamma),
+        LatentSet(norm.apply(lat), cov),
         cfg.train_diffusion,
         out,
         config_dict=run_cfg,
         device=device,
     )
+    if norm_file is not None and trainer.dist.is_main:
+        norm.save(norm_file)
     if resume:
         trainer.resume()
     trainer.fit()

@@ -12,6 +12,9 @@ from brainsynth.nn.presets import Preset
 @dataclass(frozen=True)
 class LDMData:
     downsample: int = 1  # average-pool the cache by this factor (2: a 2 mm cache trains at 4 mm)
+    # Stage diffusion also learns the left-right mirror of every training image (encoded by the
+    # autoencoder, same covariates): twice the shapes for the same number of subjects.
+    mirror: bool = False
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,10 @@ class LDMDiffusionConfig:
     prediction: Literal["eps", "x0", "v"] = "v"
     conditioning: Literal["crossattn", "concat", "both"] = "crossattn"
     cond_dropout: float = 0.15  # probability of training a row unconditionally (for guidance)
+    # Min-SNR-gamma loss weighting (Hang et al. 2023; 5 in the paper); None: plain MSE (L_simple).
+    min_snr_gamma: float | None = None
+    # Diffuse the deviations from the voxelwise mean training latent (methods.ldm_data.LatentNorm).
+    center: bool = False
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
@@ -59,17 +61,80 @@ class LatentSet(Dataset):
         return {"latent": self.latents[i], "covariates": self.covariates[i]}
 
 
+def mirror_lr(x: torch.Tensor, width: int) -> torch.Tensor:
+    """Left-right mirror of (B, C, X, Y, Z) RAS images whose first ``width`` voxels along X hold the
+    image (the rest is end padding, which stays where it is)."""
+    out = x.clone()
+    out[:, :, :width] = x[:, :, :width].flip(2)
+    return out
+
+
 @torch.no_grad()
 def encode_all(
-    ae, data: ImageSet, device, batch_size: int = 4
+    ae, data: ImageSet, device, batch_size: int = 4, mirror: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Posterior means of every image (B, C, *latent) and covariates (B, 4), on the CPU."""
+    """Posterior means of every image (B, C, *latent) and covariates (B, 4), on the CPU;
+    ``mirror``: of the images' left-right mirrors (the cache is RAS: X runs left to right)."""
     ae.eval()
     lat, cov = [], []
     for start in range(0, len(data), batch_size):
         items = [data[i] for i in range(start, min(start + batch_size, len(data)))]
         x = torch.stack([it["image"] for it in items]).to(device)
+        if mirror:
+            x = mirror_lr(x, data.shape[0])
         mu, _ = ae.encode(x)
         lat.append(mu.float().cpu())
         cov.append(torch.stack([it["covariates"] for it in items]))
     return torch.cat(lat), torch.cat(cov)
+
+
+class LatentNorm:
+    """The affine map from autoencoder latents to the diffusion's space: ``z = (mu - mean) * scale``.
+
+    Without centring, ``mean`` is 0 and ``scale`` the autoencoder's 1 / std of the training latents
+    (Rombach et al. 2022, sec. 4.3.2). With centring, ``mean`` is the voxelwise mean training latent
+    and ``scale`` 1 / std of the deviations from it: the diffusion then learns only how subjects
+    differ from the average brain, which an under-trained model otherwise gets wrong first (the
+    average anatomy, ventricles included, is then already in ``mean``)."""
+
+    def __init__(self, mean: torch.Tensor | None, scale: float):
+        self.mean, self.scale = mean, float(scale)
+
+    @classmethod
+    def fit(cls, latents: torch.Tensor, center: bool, ae_scale: float) -> LatentNorm:
+        """From the training latents (B, C, *S); ``ae_scale`` is used as is when not centring."""
+        if not center:
+            return cls(None, ae_scale)
+        mean = latents.mean(0)
+        return cls(mean, float(1.0 / (latents - mean).std().clamp_min(1e-12)))
+
+    def apply(self, mu: torch.Tensor) -> torch.Tensor:
+        return (mu if self.mean is None else mu - self.mean.to(mu)) * self.scale
+
+    def invert(self, z: torch.Tensor) -> torch.Tensor:
+        z = z / self.scale
+        return z if self.mean is None else z + self.mean.to(z)
+
+    def save(self, path) -> None:
+        """Write the mean (atomically; ``scale`` travels in the run's config)."""
+        from safetensors.torch import save_file
+
+        from brainsynth.io import atomic_path
+
+        if self.mean is None:
+            raise ValueError("nothing to save: this norm has no mean")
+        with atomic_path(path) as tmp:
+            save_file({"mean": self.mean.contiguous()}, str(tmp))
+
+    @classmethod
+    def load(cls, path, scale: float) -> LatentNorm:
+        """The norm of a run: the mean saved at ``path`` (None: a run trained without centring)."""
+        from safetensors.torch import load_file
+
+        from brainsynth.errors import InputError
+
+        if path is None:
+            return cls(None, scale)
+        if not Path(path).exists():
+            raise InputError(path, "missing: the diffusion run's latent mean (latent_norm)")
+        return cls(load_file(str(path))["mean"], scale)

@@ -50,8 +50,14 @@ def ae_loss(kl_weight: float, adv_weight: float, adv_start: int, sample_posterio
     return loss_fn
 
 
-def diffusion_loss(process: GaussianProcess, conditioning: str, cond_dropout: float):
-    """MSE to the process's target, conditions dropped (rows set to NaN) with ``cond_dropout``."""
+def diffusion_loss(
+    process: GaussianProcess,
+    conditioning: str,
+    cond_dropout: float,
+    min_snr_gamma: float | None = None,
+):
+    """MSE to the process's target (Min-SNR-gamma weighted when ``min_snr_gamma`` is set),
+    conditions dropped (rows set to NaN) with probability ``cond_dropout``."""
 
     def loss_fn(model: nn.Module, batch: dict, generator: torch.Generator) -> torch.Tensor:
         z0 = batch["latent"]
@@ -63,7 +69,8 @@ def diffusion_loss(process: GaussianProcess, conditioning: str, cond_dropout: fl
         cov[drop.to(cov.device)] = float("nan")
         cond = make_cond(cov, conditioning, z0.shape[2:])
         out = model(process.q_sample(z0, t, noise), t, cond)
-        return F.mse_loss(out.float(), process.target(z0, t, noise).float())
+        err = (out.float() - process.target(z0, t, noise).float()) ** 2
+        return (process.loss_weight(t, err, min_snr_gamma) * err).mean()
 
     return loss_fn
 

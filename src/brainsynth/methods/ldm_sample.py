@@ -19,7 +19,7 @@ from brainsynth.methods.ldm import (
     latent_shape,
     load_autoencoder,
 )
-from brainsynth.methods.ldm_data import crop_to
+from brainsynth.methods.ldm_data import LatentNorm, crop_to
 from brainsynth.methods.ldm_losses import make_cond
 from brainsynth.sampling import ddim_sample, guided
 from brainsynth.training.checkpoint import load_checkpoint
@@ -88,6 +88,7 @@ def sample_ldm(
     rng = np.random.default_rng(seed)
     covs = fill_covariates(covariates, meta["training_covariates"], norm, n, rng)
     ae, _, _ = load_autoencoder(Path(meta["ae_dir"]), device)
+    norm_z = LatentNorm.load(meta.get("latent_norm"), meta["scale_factor"])
     model = build_denoiser(cfg)
     model.load_state_dict(ck["ema"])
     model.to(device).eval()
@@ -108,13 +109,7 @@ def sample_ldm(
             denoiser, process, z_T, steps=steps, cond=cond, eta=eta, generator=g, progress=progress
         )
         with torch.no_grad():
-            x = (
-                crop_to(ae.decode(z / meta["scale_factor"]), shape)
-                .clamp(0, 1)
-                .float()
-                .cpu()
-                .numpy()
-            )
+            x = crop_to(ae.decode(norm_z.invert(z)), shape).clamp(0, 1).float().cpu().numpy()
         for j in range(len(chunk)):
             p = write_volume(Volume(x[j, 0], affine), out / f"sample_{start + j:03d}_T1w.nii.gz")
             paths.append(p)
