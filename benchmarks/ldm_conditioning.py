@@ -1,13 +1,16 @@
-"""Does ldm conditioning work? Generate volumes at a sweep of requested ventricle volumes, measure
-each with the evaluation suite's label-free GMM estimate, and print the correlation between
+"""Does ldm conditioning work? Generate volumes at a sweep of requested ventricle volumes (or ages),
+measure each with the evaluation suite's label-free GMM estimate, and print the correlation between
 requested and measured ventricle (and brain) volume.
 
     python benchmarks/ldm_conditioning.py RUN --out DIR [--levels 8000,15000,25000,35000,45000]
         [-n 8] [--real CACHE]
+    python benchmarks/ldm_conditioning.py RUN --out DIR --covariate age --levels 25,45,65,85
 
 RUN is a diffusion run folder of ``brainsynth train ldm``. Other covariates are drawn from the
-training set given the requested ventricle volume (as ``brainsynth sample ldm`` does). Samples go to
-DIR/vent_<level>/ and are reused when they exist, so an interrupted run resumes.
+training set given the requested one (as ``brainsynth sample ldm`` does). Samples go to
+DIR/vent_<level>/ (DIR/age_<level>/) and are reused when they exist, so an interrupted run resumes.
+With ``--covariate age`` the correlations are between requested age and measured volumes (in IXI,
+ventricles grow with age: Spearman ~0.5).
 
 ``--real CACHE`` first measures the same proxy on the cache's val+test subjects at the run's
 resolution and correlates it with their label-map volumes: the ceiling of what the measurement can
@@ -34,22 +37,15 @@ def proxy(image: np.ndarray, spacing: tuple[float, float, float]) -> dict:
     return tissue_volumes_gmm(image, float(np.prod(spacing)), spacing=spacing)
 
 
-def measure_samples(folder: Path) -> list[tuple[float, float, float, float]]:
-    """(requested ventricles, measured ventricles, requested brain, measured brain) per sample."""
+def measure_samples(folder: Path, covariate: str) -> list[tuple[float, float, float, float]]:
+    """(requested covariate, measured ventricles, requested brain, measured brain) per sample."""
     with open(folder / "samples.tsv", newline="") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
     out = []
     for r in rows:
         vol = read_volume(folder / r["file"])
         v = proxy(vol.data, tuple(float(s) for s in vol.spacing))
-        out.append(
-            (
-                float(r["ventricle_volume"]),
-                v["ventricles"],
-                float(r["brain_volume"]),
-                v["brain"],
-            )
-        )
+        out.append((float(r[covariate]), v["ventricles"], float(r["brain_volume"]), v["brain"]))
     return out
 
 
@@ -68,7 +64,7 @@ def measure_real(cache: Path, downsample: int) -> np.ndarray:
     return np.array(rows)
 
 
-def correlations(a: np.ndarray, what: str) -> None:
+def correlations(a: np.ndarray, what: str, covariate: str = "ventricle_volume") -> None:
     ok = np.isfinite(a).all(1)
     a = a[ok]
     for name, i in (("ventricles", 0), ("brain", 2)):
@@ -76,10 +72,11 @@ def correlations(a: np.ndarray, what: str) -> None:
         if np.ptp(y) == 0:
             print(f"{what} {name}: the measurement is constant ({y[0]:.0f} mm3); no correlation")
             continue
+        against = "" if i == 2 or covariate == "ventricle_volume" else f" vs requested {covariate}"
+        ratio = "" if against else f" measured/true median ratio {np.median(y / x):.2f}"
         print(
-            f"{what} {name}: Pearson r={pearsonr(x, y).statistic:.3f} "
-            f"Spearman={spearmanr(x, y).statistic:.3f} measured/true median ratio "
-            f"{np.median(y / x):.2f} (n={len(a)})"
+            f"{what} {name}{against}: Pearson r={pearsonr(x, y).statistic:.3f} "
+            f"Spearman={spearmanr(x, y).statistic:.3f}{ratio} (n={len(a)})"
         )
 
 
@@ -87,6 +84,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run", type=Path)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--covariate", choices=("ventricle_volume", "age"), default="ventricle_volume")
     ap.add_argument("--levels", default="8000,15000,25000,35000,45000")
     ap.add_argument("-n", type=int, default=8, help="samples per level")
     ap.add_argument("--real", type=Path, help="cache: calibrate the proxy on real subjects")
@@ -103,12 +101,13 @@ def main() -> None:
         correlations(measure_real(args.real, config_from_meta(meta).data.downsample), "real")
 
     allrows = []
+    prefix, unit = ("vent", "mm3") if args.covariate == "ventricle_volume" else ("age", "years")
     for k, level in enumerate(float(s) for s in args.levels.split(",")):
-        folder = args.out / f"vent_{level:.0f}"
+        folder = args.out / f"{prefix}_{level:.0f}"
         if not (folder / "samples.tsv").exists():
             sample_ldm(
                 args.run,
-                {"ventricle_volume": level},
+                {args.covariate: level},
                 args.n,
                 folder,
                 steps=args.steps,
@@ -116,13 +115,13 @@ def main() -> None:
                 seed=1000 + k,
                 device="cuda" if torch.cuda.is_available() else "cpu",
             )
-        m = np.array(measure_samples(folder))
+        m = np.array(measure_samples(folder, args.covariate))
         allrows.append(m)
         print(
-            f"requested ventricles {level:.0f} mm3: measured {m[:, 1].mean():.0f} "
-            f"+- {m[:, 1].std():.0f} mm3 (n={len(m)})"
+            f"requested {args.covariate} {level:.0f} {unit}: measured ventricles "
+            f"{m[:, 1].mean():.0f} +- {m[:, 1].std():.0f} mm3 (n={len(m)})"
         )
-    correlations(np.concatenate(allrows), "synthetic")
+    correlations(np.concatenate(allrows), "synthetic", args.covariate)
     print("measured with: evaluation.anatomy.tissue_volumes_gmm (label-free ventricle proxy)")
 
 
