@@ -94,11 +94,19 @@ def train_autoencoder(
         disc = PatchDiscriminator(
             spatial_dims=3, channels=cfg.ae.disc_channels, in_channels=1, num_layers_d=3
         )
-    model = AEWithDiscriminator(build_ae(cfg, cfg.train_ae.grad_checkpointing), disc)
+    perceptual = None
+    if cfg.ae.perceptual_weight > 0:
+        from brainsynth.training.perceptual import PerceptualLoss3D
+
+        perceptual = PerceptualLoss3D(cfg.ae.perceptual_weights)
+    model = AEWithDiscriminator(build_ae(cfg, cfg.train_ae.grad_checkpointing), disc, perceptual)
     run_cfg = {"method": "ldm", "stage": "ae", "cache": str(cache), **to_dict(cfg)}
+    if perceptual is not None:
+        run_cfg["perceptual_network"] = perceptual.name
+    a = cfg.ae
     trainer = Trainer(
         model,
-        ae_loss(cfg.ae.kl_weight, cfg.ae.adv_weight, cfg.ae.adv_start, cfg.ae.sample_posterior),
+        ae_loss(a.kl_weight, a.adv_weight, a.adv_start, a.sample_posterior, a.perceptual_weight),
         train,
         cfg.train_ae,
         out,

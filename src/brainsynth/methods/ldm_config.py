@@ -31,6 +31,19 @@ class AEConfig:
     adv_weight: float = 0.0  # patch-adversarial loss; 0 disables it
     adv_start: int = 0  # warm-up: no adversarial term before this step
     disc_channels: int = 32
+    # Perceptual term (training.perceptual: LPIPS-style distance on a 3D MedicalNet ResNet), only
+    # with local weights: a MedicalNet .pth given by the user; nothing is downloaded.
+    perceptual_weight: float = 0.0
+    perceptual_weights: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.perceptual_weight < 0:
+            raise ValueError(f"ae.perceptual_weight must be >= 0, got {self.perceptual_weight}")
+        if self.perceptual_weight > 0 and not self.perceptual_weights:
+            raise ValueError(
+                "ae.perceptual_weight > 0 needs ae.perceptual_weights: a local MedicalNet .pth "
+                "(no weights are downloaded)"
+            )
 
 
 @dataclass(frozen=True)

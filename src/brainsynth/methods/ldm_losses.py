@@ -18,13 +18,26 @@ class AEWithDiscriminator(nn.Module):
     parameters receive gradients only from its own hinge loss (the generator term is evaluated with
     detached discriminator weights)."""
 
-    def __init__(self, ae: AutoencoderKL, disc: PatchDiscriminator | None):
+    def __init__(
+        self,
+        ae: AutoencoderKL,
+        disc: PatchDiscriminator | None,
+        perceptual: nn.Module | None = None,
+    ):
         super().__init__()
         self.ae, self.disc = ae, disc
+        # Frozen and not a submodule: kept out of the optimiser, the EMA and the checkpoints.
+        self.__dict__["perceptual"] = perceptual
         self.step = 0  # set by the loss (adversarial warm-up)
 
 
-def ae_loss(kl_weight: float, adv_weight: float, adv_start: int, sample_posterior: bool = True):
+def ae_loss(
+    kl_weight: float,
+    adv_weight: float,
+    adv_start: int,
+    sample_posterior: bool = True,
+    perceptual_weight: float = 0.0,
+):
     def loss_fn(model: nn.Module, batch: dict, generator: torch.Generator) -> torch.Tensor:
         m = model.module if hasattr(model, "module") else model
         x = batch["image"]
@@ -36,6 +49,9 @@ def ae_loss(kl_weight: float, adv_weight: float, adv_start: int, sample_posterio
         loss = F.l1_loss(recon.float(), x.float()) + kl_weight * kl_divergence(
             z_mu.float(), z_sigma.float()
         )
+        if perceptual_weight > 0 and m.perceptual is not None:
+            m.perceptual.to(x.device)
+            loss = loss + perceptual_weight * m.perceptual(recon, x)
         m.step += 1
         if m.disc is None or adv_weight <= 0 or m.step < adv_start:
             return loss
