@@ -28,9 +28,9 @@ def demo(
     base = {
         "data": {"downsample": 2},
         "ae": {"preset": "tiny"},
-        "diffusion": {"preset": "tiny"},
+        "diffusion": {"preset": "tiny", "center": True, "min_snr_gamma": 5.0},
         "train_ae": {
-            "steps": steps,
+            "steps": ae_steps,
             "batch_size": 2,
             "lr": 2e-3,
             "ema_decay": 0.95,

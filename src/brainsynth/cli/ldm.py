@@ -64,7 +64,7 @@ def sample_ldm(
     from brainsynth.data.covariates import sex_code
     from brainsynth.methods.ldm_sample import sample_ldm as run
 
-    cov = {
+    cov: dict[str, float | None] = {
         "age": age,
         "sex": None if sex is None else sex_code(sex),
         "ventricle_volume": ventricles,

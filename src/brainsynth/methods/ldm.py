@@ -98,7 +98,7 @@ def train_autoencoder(
     if cfg.ae.perceptual_weight > 0:
         from brainsynth.training.perceptual import PerceptualLoss3D
 
-        perceptual = PerceptualLoss3D(cfg.ae.perceptual_weights)
+        perceptual = PerceptualLoss3D(str(cfg.ae.perceptual_weights))
     model = AEWithDiscriminator(build_ae(cfg, cfg.train_ae.grad_checkpointing), disc, perceptual)
     run_cfg = {"method": "ldm", "stage": "ae", "cache": str(cache), **to_dict(cfg)}
     if perceptual is not None:
@@ -154,7 +154,7 @@ def reconstruction_metrics(ae, data: ImageSet, device) -> dict:
         x, r = crop_to(x, data.shape).float(), crop_to(r, data.shape).float()
         mae.append(float((x - r).abs().mean()))
         psnr.append(float(10 * torch.log10(1.0 / ((x - r) ** 2).mean().clamp_min(1e-12))))
-        ss.append(float(ssim(r.cpu(), x.cpu()).mean()))
+        ss.append(float(torch.as_tensor(ssim(r.cpu(), x.cpu())).mean()))
     return {
         "mae": float(np.mean(mae)),
         "psnr": float(np.mean(psnr)),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +25,8 @@ def pad_to(x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
 
 
 def crop_to(x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    return x[(..., *[slice(0, s) for s in shape])]
+    index: tuple[Any, ...] = (Ellipsis, *(slice(0, s) for s in shape))
+    return x[index]
 
 
 class ImageSet(Dataset):

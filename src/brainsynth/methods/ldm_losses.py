@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from monai.networks.nets import AutoencoderKL, PatchDiscriminator
@@ -27,8 +29,12 @@ class AEWithDiscriminator(nn.Module):
         super().__init__()
         self.ae, self.disc = ae, disc
         # Frozen and not a submodule: kept out of the optimiser, the EMA and the checkpoints.
-        self.__dict__["perceptual"] = perceptual
-        self.step = 0  # set by the loss (adversarial warm-up)
+        self.__dict__["_perceptual"] = perceptual
+
+    @property
+    def perceptual(self) -> nn.Module | None:
+        return self.__dict__["_perceptual"]
+        self.step: int = 0  # set by the loss (adversarial warm-up)
 
 
 def ae_loss(
@@ -39,7 +45,7 @@ def ae_loss(
     perceptual_weight: float = 0.0,
 ):
     def loss_fn(model: nn.Module, batch: dict, generator: torch.Generator) -> torch.Tensor:
-        m = model.module if hasattr(model, "module") else model
+        m = cast(AEWithDiscriminator, getattr(model, "module", model))  # DDP or plain
         x = batch["image"]
         z_mu, z_sigma = m.ae.encode(x)
         z = z_mu
@@ -49,9 +55,10 @@ def ae_loss(
         loss = F.l1_loss(recon.float(), x.float()) + kl_weight * kl_divergence(
             z_mu.float(), z_sigma.float()
         )
-        if perceptual_weight > 0 and m.perceptual is not None:
-            m.perceptual.to(x.device)
-            loss = loss + perceptual_weight * m.perceptual(recon, x)
+        perceptual = m.perceptual
+        if perceptual_weight > 0 and perceptual is not None:
+            perceptual.to(x.device)
+            loss = loss + perceptual_weight * perceptual(recon, x)
         m.step += 1
         if m.disc is None or adv_weight <= 0 or m.step < adv_start:
             return loss

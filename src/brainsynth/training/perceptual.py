@@ -16,6 +16,7 @@ gradients to its weights); gradients flow to the reconstruction only.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -45,7 +46,7 @@ class PerceptualLoss3D(nn.Module):
         return self
 
     def features(self, x: Tensor) -> list[Tensor]:
-        n = self.net
+        n: Any = self.net  # a MONAI ResNet
         h = n.act(n.bn1(n.conv1(x)))
         out = [h]
         if not n.no_max_pool:
