@@ -30,11 +30,11 @@ class AEWithDiscriminator(nn.Module):
         self.ae, self.disc = ae, disc
         # Frozen and not a submodule: kept out of the optimiser, the EMA and the checkpoints.
         self.__dict__["_perceptual"] = perceptual
+        self.step: int = 0  # set by the loss (adversarial warm-up)
 
     @property
     def perceptual(self) -> nn.Module | None:
         return self.__dict__["_perceptual"]
-        self.step: int = 0  # set by the loss (adversarial warm-up)
 
 
 def ae_loss(
