@@ -54,12 +54,12 @@ def test_ae_loss_adds_the_weighted_perceptual_term(weights):
 
     torch.manual_seed(0)
     per = PerceptualLoss3D(weights)
-    m = AEWithDiscriminator(build_autoencoder("tiny", 3, 1, 2), None, per).eval()
-    assert not any(k.startswith("perceptual") for k in m.state_dict())  # not checkpointed
+    m = AEWithDiscriminator(build_autoencoder("tiny", 3, 1, 2), None).eval()
     x = _brain()[:1]
     g = torch.Generator()
     base = ae_loss(1e-6, 0.0, 0, False)(m, {"image": x}, g)
-    with_p = ae_loss(1e-6, 0.0, 0, False, 0.5)(m, {"image": x}, g)
+    with_p = ae_loss(1e-6, 0.0, 0, False, 0.5, per)(m, {"image": x}, g)
+    assert not any(k.startswith("perceptual") for k in m.state_dict())  # not checkpointed
     with torch.no_grad():
         recon = m.ae.decode(m.ae.encode(x)[0])
     torch.testing.assert_close(with_p - base, 0.5 * per(recon, x), rtol=1e-4, atol=1e-6)

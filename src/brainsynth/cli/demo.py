@@ -25,29 +25,7 @@ def demo(
     from brainsynth.methods.ldm_sample import sample_ldm
     from brainsynth.training.distributed import pick_device
 
-    base = {
-        "data": {"downsample": 2},
-        "ae": {"preset": "tiny"},
-        "diffusion": {"preset": "tiny", "center": True, "min_snr_gamma": 5.0},
-        "train_ae": {
-            "steps": ae_steps,
-            "batch_size": 2,
-            "lr": 2e-3,
-            "ema_decay": 0.95,
-            "log_every": 10,
-            "ckpt_every": 10_000,
-        },
-        "train_diffusion": {
-            "steps": steps,
-            "batch_size": 4,
-            "lr": 1e-3,
-            "ema_decay": 0.95,
-            "log_every": 10,
-            "ckpt_every": 10_000,
-        },
-        "sample": {"steps": 25, "guidance": 1.5},
-    }
-    cfg = ldm.load_ldm_config(config, base=base)
+    cfg = ldm.load_ldm_config(config, base=_tiny_config(ae_steps, steps))
     dev = pick_device("auto")
     typer.echo("1/5 phantom cohort")
     bids = make_cohort(out / "phantoms", n=n, spacing=2.0, seed=0)
@@ -70,6 +48,32 @@ def demo(
     real = _pooled_real(out / "cache", out / "real_at_training_resolution", cfg.data.downsample)
     run_evaluation(real, out / "samples", out / "eval")
     typer.echo(f"done: see {out}/samples*/montage.png and {out}/eval/report.html")
+
+
+def _tiny_config(ae_steps: int, steps: int) -> dict:
+    """The demo's ldm values (tiny networks, a smoke run); ``--config`` values override them."""
+    return {
+        "data": {"downsample": 2},
+        "ae": {"preset": "tiny"},
+        "diffusion": {"preset": "tiny", "center": True, "min_snr_gamma": 5.0},
+        "train_ae": {
+            "steps": ae_steps,
+            "batch_size": 2,
+            "lr": 2e-3,
+            "ema_decay": 0.95,
+            "log_every": 10,
+            "ckpt_every": 10_000,
+        },
+        "train_diffusion": {
+            "steps": steps,
+            "batch_size": 4,
+            "lr": 1e-3,
+            "ema_decay": 0.95,
+            "log_every": 10,
+            "ckpt_every": 10_000,
+        },
+        "sample": {"steps": 25, "guidance": 1.5},
+    }
 
 
 def _pooled_real(cache: Path, dest: Path, factor: int) -> Path:

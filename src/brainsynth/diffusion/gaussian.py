@@ -132,11 +132,10 @@ class GaussianProcess:
             return torch.ones((like.shape[0], *([1] * (like.ndim - 1))), device=like.device)
         if min_snr_gamma <= 0:
             raise ValueError(f"min_snr_gamma must be > 0, got {min_snr_gamma}")
-        snr = self.snr(torch.as_tensor(t).detach().cpu().reshape(-1))
+        snr = self.snr(torch.arange(self.num_timesteps))
         clipped = snr.clamp(max=min_snr_gamma)
-        w = {"eps": clipped / snr, "x0": clipped, "v": clipped / (snr + 1)}[self.prediction]
-        dtype = like.dtype if like.dtype in (torch.float32, torch.float64) else torch.float32
-        return w.to(dtype).to(like.device).reshape(-1, *([1] * (like.ndim - 1)))
+        table = {"eps": clipped / snr, "x0": clipped, "v": clipped / (snr + 1)}[self.prediction]
+        return gather(table, t, like)
 
     def predict_x0(
         self, x_t: Tensor, t: Tensor, model_out: Tensor, y: Tensor | None = None

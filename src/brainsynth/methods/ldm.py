@@ -99,14 +99,21 @@ def train_autoencoder(
         from brainsynth.training.perceptual import PerceptualLoss3D
 
         perceptual = PerceptualLoss3D(str(cfg.ae.perceptual_weights))
-    model = AEWithDiscriminator(build_ae(cfg, cfg.train_ae.grad_checkpointing), disc, perceptual)
+    model = AEWithDiscriminator(build_ae(cfg, cfg.train_ae.grad_checkpointing), disc)
     run_cfg = {"method": "ldm", "stage": "ae", "cache": str(cache), **to_dict(cfg)}
     if perceptual is not None:
         run_cfg["perceptual_network"] = perceptual.name
     a = cfg.ae
     trainer = Trainer(
         model,
-        ae_loss(a.kl_weight, a.adv_weight, a.adv_start, a.sample_posterior, a.perceptual_weight),
+        ae_loss(
+            a.kl_weight,
+            a.adv_weight,
+            a.adv_start,
+            a.sample_posterior,
+            a.perceptual_weight,
+            perceptual,
+        ),
         train,
         cfg.train_ae,
         out,
@@ -185,14 +192,11 @@ def train_diffusion(
     device = device or pick_device(cfg.train_diffusion.device)
     ae, ae_cfg, scale = load_autoencoder(ae_dir, device)
     # The autoencoder fixes the network and the resolution; mirroring is this stage's own choice.
-    data = {**to_dict(cfg.data), "downsample": ae_cfg.data.downsample}
     if (ae_cfg.ae, ae_cfg.data.downsample) != (cfg.ae, cfg.data.downsample):
+        data = {**to_dict(cfg.data), "downsample": ae_cfg.data.downsample}
         cfg = load_ldm_config(base={**to_dict(cfg), "ae": to_dict(ae_cfg.ae), "data": data})
     images = ImageSet(cache, "train", cfg.data.downsample, _multiple(cfg))
-    lat, cov = encode_all(ae, images, device)
-    if cfg.data.mirror:
-        lat_m, _ = encode_all(ae, images, device, mirror=True)
-        lat, cov = torch.cat([lat, lat_m]), torch.cat([cov, cov])
+    lat, cov = encode_all(ae, images, device, mirror=cfg.data.mirror)
     del ae
     norm = LatentNorm.fit(lat, cfg.diffusion.center, scale)
     norm_file = (Path(out) / "latent_norm.safetensors").resolve() if norm.mean is not None else None

@@ -75,19 +75,22 @@ def mirror_lr(x: torch.Tensor, width: int) -> torch.Tensor:
 def encode_all(
     ae, data: ImageSet, device, batch_size: int = 4, mirror: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Posterior means of every image (B, C, *latent) and covariates (B, 4), on the CPU;
-    ``mirror``: of the images' left-right mirrors (the cache is RAS: X runs left to right)."""
+    """Posterior means of every image (B, C, *latent) and covariates (B, 4), on the CPU.
+    ``mirror``: also of each image's left-right mirror (the cache is RAS: X runs left to right),
+    with the same covariates, after all the originals (2B rows); each image is read once."""
     ae.eval()
-    lat, cov = [], []
+    lat, lat_m, cov = [], [], []
     for start in range(0, len(data), batch_size):
         items = [data[i] for i in range(start, min(start + batch_size, len(data)))]
         x = torch.stack([it["image"] for it in items]).to(device)
+        lat.append(ae.encode(x)[0].float().cpu())
         if mirror:
-            x = mirror_lr(x, data.shape[0])
-        mu, _ = ae.encode(x)
-        lat.append(mu.float().cpu())
+            lat_m.append(ae.encode(mirror_lr(x, data.shape[0]))[0].float().cpu())
         cov.append(torch.stack([it["covariates"] for it in items]))
-    return torch.cat(lat), torch.cat(cov)
+    covariates = torch.cat(cov)
+    if mirror:
+        return torch.cat(lat + lat_m), torch.cat([covariates, covariates])
+    return torch.cat(lat), covariates
 
 
 class LatentNorm:

@@ -20,21 +20,10 @@ class AEWithDiscriminator(nn.Module):
     parameters receive gradients only from its own hinge loss (the generator term is evaluated with
     detached discriminator weights)."""
 
-    def __init__(
-        self,
-        ae: AutoencoderKL,
-        disc: PatchDiscriminator | None,
-        perceptual: nn.Module | None = None,
-    ):
+    def __init__(self, ae: AutoencoderKL, disc: PatchDiscriminator | None):
         super().__init__()
         self.ae, self.disc = ae, disc
-        # Frozen and not a submodule: kept out of the optimiser, the EMA and the checkpoints.
-        self.__dict__["_perceptual"] = perceptual
         self.step: int = 0  # set by the loss (adversarial warm-up)
-
-    @property
-    def perceptual(self) -> nn.Module | None:
-        return self.__dict__["_perceptual"]
 
 
 def ae_loss(
@@ -43,7 +32,11 @@ def ae_loss(
     adv_start: int,
     sample_posterior: bool = True,
     perceptual_weight: float = 0.0,
+    perceptual: nn.Module | None = None,
 ):
+    """``perceptual``: a frozen distance ``(recon, x) -> scalar`` (training.perceptual), held by
+    the loss rather than the model, so that it stays out of the optimiser, EMA and checkpoints."""
+
     def loss_fn(model: nn.Module, batch: dict, generator: torch.Generator) -> torch.Tensor:
         m = cast(AEWithDiscriminator, getattr(model, "module", model))  # DDP or plain
         x = batch["image"]
@@ -55,7 +48,6 @@ def ae_loss(
         loss = F.l1_loss(recon.float(), x.float()) + kl_weight * kl_divergence(
             z_mu.float(), z_sigma.float()
         )
-        perceptual = m.perceptual
         if perceptual_weight > 0 and perceptual is not None:
             perceptual.to(x.device)
             loss = loss + perceptual_weight * perceptual(recon, x)
