@@ -91,6 +91,37 @@ def test_null_token_is_learned():
     assert m.null_context.grad is not None and m.null_context.grad.abs().sum() > 0
 
 
+def _embed_only(m: torch.nn.Module) -> torch.nn.Module:
+    """Cut the cross-attention path (its output projections to zero): the context then reaches the
+    network only through the timestep embedding."""
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if "attn2.out_proj" in name:
+                p.zero_()
+    return m
+
+
+def test_embedded_context_reaches_the_network_without_cross_attention():
+    m = _embed_only(_unzero(build_unet("tiny", 2, 1, 1, context_dim=3, embed_context=True))).eval()
+    plain = _embed_only(_unzero(build_unet("tiny", 2, 1, 1, context_dim=3))).eval()
+    x, t = torch.randn(2, 1, 8, 8), torch.tensor([5, 5])
+    a, b = Cond(None, torch.full((2, 3), 1.0)), Cond(None, torch.full((2, 3), -1.0))
+    assert not torch.allclose(m(x, t, a), m(x, t, b))
+    torch.testing.assert_close(plain(x, t, a), plain(x, t, b))  # the cut really cuts
+    # a dropped (all-NaN) row goes through the null token on both paths
+    nan = Cond(None, torch.full((2, 3), float("nan")))
+    torch.testing.assert_close(m(x, t, nan), m(x, t, None))
+    m.train()
+    m(x, t, a).square().mean().backward()
+    grads = [p.grad for n, p in m.named_parameters() if "class_embedding" in n]
+    assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_embed_context_needs_a_context():
+    with pytest.raises(ValueError, match="embed_context needs a context"):
+        build_unet("tiny", 2, 1, 1, embed_context=True)
+
+
 def test_partial_nan_context_rejected():
     m = build_unet("tiny", 2, 1, 1, context_dim=2)
     with pytest.raises(ValueError, match="all NaN"):

@@ -4,6 +4,11 @@
 Classifier-free guidance needs an unconditional model too: the network owns a learned *null*
 context token, used whenever ``cond.context`` is None and for every row of ``cond.context`` that is
 all NaN (how condition dropout in training and batched guidance mark a dropped condition).
+
+With ``embed_context`` the same covariate vector also enters the timestep embedding through a
+two-layer MLP (as class embeddings do in Dhariwal & Nichol 2021), so that it shifts every residual
+block at every level; a single cross-attention token only adds a spatially constant vector at the
+attention levels. Dropped rows use a learned null vector there too.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ class UNetDenoiser(nn.Module):
         *,
         concat_channels: int = 0,
         context_dim: int | None = None,
+        embed_context: bool = False,
         preset: str = "tiny",
         grad_checkpointing: bool = False,
         **overrides: Any,
@@ -50,17 +56,29 @@ class UNetDenoiser(nn.Module):
         self.context_dim = context_dim
         self.spatial_multiple = 2 ** (len(cfg["channels"]) - 1)
         self.grad_checkpointing = grad_checkpointing
+        if embed_context and context_dim is None:
+            raise ValueError("embed_context needs a context vector (context_dim)")
+        self.embed_context = embed_context
         self.net = DiffusionModelUNet(
             spatial_dims=spatial_dims,
             in_channels=in_channels + concat_channels,
             out_channels=out_channels,
             with_conditioning=context_dim is not None,
             cross_attention_dim=context_dim,
+            num_class_embeds=1 if embed_context else None,
             **cfg,
         )
         if context_dim is not None:
             # Learned; zero init so it starts as "no information" rather than a random covariate.
             self.null_context = nn.Parameter(torch.zeros(1, 1, context_dim))
+        if embed_context:
+            # MONAI adds class_embedding(class_labels) to the timestep embedding: an MLP of the
+            # covariates in place of its lookup table.
+            width = cfg["channels"][0] * 4  # MONAI's timestep-embedding width
+            assert context_dim is not None
+            self.net.class_embedding = nn.Sequential(
+                nn.Linear(context_dim, width), nn.SiLU(), nn.Linear(width, width)
+            )
 
     def context_tokens(self, context: Tensor | None, batch: int) -> Tensor | None:
         """(B, K) covariates -> (B, 1, K) tokens. None, or an all-NaN row (a dropped condition),
@@ -109,9 +127,12 @@ class UNetDenoiser(nn.Module):
             raise ValueError("this model takes no concat channels (concat_channels=0)")
         ctx = self.context_tokens(cond.context, x_t.shape[0])
         t = torch.as_tensor(t, device=x_t.device).reshape(-1).expand(x_t.shape[0])
+        labels = None if ctx is None or not self.embed_context else ctx[:, 0].to(x_t.dtype)
         if self.grad_checkpointing and self.training:
-            return torch.utils.checkpoint.checkpoint(self.net, x, t, ctx, use_reentrant=False)
-        return self.net(x, t, context=ctx)
+            return torch.utils.checkpoint.checkpoint(
+                self.net, x, t, ctx, labels, use_reentrant=False
+            )
+        return self.net(x, t, context=ctx, class_labels=labels)
 
     def null_context_tokens(self, batch: int) -> Tensor:
         """The (B, 1, K) null tokens (for callers that build their own context)."""
@@ -128,6 +149,7 @@ def build_unet(
     *,
     concat_channels: int = 0,
     context_dim: int | None = None,
+    embed_context: bool = False,
     grad_checkpointing: bool = False,
     **overrides: Any,
 ) -> UNetDenoiser:
@@ -139,6 +161,7 @@ def build_unet(
         out_channels,
         concat_channels=concat_channels,
         context_dim=context_dim,
+        embed_context=embed_context,
         preset=preset,
         grad_checkpointing=grad_checkpointing,
         **overrides,
