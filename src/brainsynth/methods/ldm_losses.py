@@ -13,6 +13,7 @@ from torch.func import functional_call
 from brainsynth.diffusion.base import Cond
 from brainsynth.diffusion.gaussian import GaussianProcess
 from brainsynth.nn.autoencoder import kl_divergence
+from brainsynth.training.losses import diffusion_loss as engine_diffusion_loss
 
 
 class AEWithDiscriminator(nn.Module):
@@ -71,23 +72,19 @@ def diffusion_loss(
     cond_dropout: float,
     min_snr_gamma: float | None = None,
 ):
-    """MSE to the process's target (Min-SNR-gamma weighted when ``min_snr_gamma`` is set),
-    conditions dropped (rows set to NaN) with probability ``cond_dropout``."""
+    """The engine's denoising loss on ``batch["latent"]``, conditioned on ``batch["covariates"]``
+    (make_cond), with condition dropout and optional Min-SNR-gamma weights."""
 
-    def loss_fn(model: nn.Module, batch: dict, generator: torch.Generator) -> torch.Tensor:
-        z0 = batch["latent"]
-        b = z0.shape[0]
-        t = process.sample_t(b, generator=generator).to(z0.device)
-        noise = torch.randn(z0.shape, generator=generator).to(z0)
-        drop = torch.rand(b, generator=generator) < cond_dropout
-        cov = batch["covariates"].clone()
-        cov[drop.to(cov.device)] = float("nan")
-        cond = make_cond(cov, conditioning, z0.shape[2:])
-        out = model(process.q_sample(z0, t, noise), t, cond)
-        err = (out.float() - process.target(z0, t, noise).float()) ** 2
-        return (process.loss_weight(t, err, min_snr_gamma) * err).mean()
+    def cond_fn(batch: dict) -> Cond:
+        return make_cond(batch["covariates"], conditioning, batch["latent"].shape[2:])
 
-    return loss_fn
+    return engine_diffusion_loss(
+        process,
+        key="latent",
+        cond_fn=cond_fn,
+        cond_dropout=cond_dropout,
+        min_snr_gamma=min_snr_gamma,
+    )
 
 
 def make_cond(cov: torch.Tensor, conditioning: str, spatial: tuple[int, ...]) -> Cond:

@@ -33,14 +33,22 @@ def diffusion_loss(
     y_key: str | None = None,
     cond_fn: CondFn | None = None,
     kind: Literal["mse", "l1"] = "mse",
+    cond_dropout: float = 0.0,
+    min_snr_gamma: float | None = None,
 ) -> LossFn:
     """Denoising loss of any :class:`NoiseProcess`: ``|| model(x_t, t, cond) - target ||``.
 
     ``batch[key]``: x0 (B, C, *S); ``batch[y_key]``: the bridge end point y (B, C, *S), if any;
-    ``cond_fn(batch)``: the conditioning of the batch (None: unconditional). The loss is a mean
-    over all elements, so gradient accumulation of k micro-batches of b equals one batch of k*b.
+    ``cond_fn(batch)``: the conditioning of the batch (None: unconditional). ``cond_dropout``: the
+    probability that a row's context is dropped (set to NaN: the network's null token), for
+    classifier-free guidance; concat channels are kept, as guidance keeps them.
+    ``min_snr_gamma``: Min-SNR-gamma weights per row (``GaussianProcess.loss_weight``). The loss is
+    a mean over all elements, so gradient accumulation of k micro-batches of b equals one batch of
+    k*b.
     """
     dist = F.mse_loss if kind == "mse" else F.l1_loss
+    if min_snr_gamma is not None and not hasattr(process, "loss_weight"):
+        raise ValueError(f"min_snr_gamma needs a process with loss weights, not {process!r}")
 
     def loss_fn(model: nn.Module, batch: dict, generator: torch.Generator) -> Tensor:
         x0 = batch[key]
@@ -48,7 +56,15 @@ def diffusion_loss(
         t = process.sample_t(x0.shape[0], generator=generator, device="cpu").to(x0.device)
         noise = randn_like(x0, generator)
         x_t = process.q_sample(x0, t, noise, y)
-        out = model(x_t, t, cond_fn(batch) if cond_fn is not None else None)
-        return dist(out.float(), process.target(x0, t, noise, y).float())
+        cond = cond_fn(batch) if cond_fn is not None else None
+        if cond_dropout > 0 and cond is not None and cond.context is not None:
+            drop = (torch.rand(x0.shape[0], generator=generator) < cond_dropout).to(x0.device)
+            context = cond.context.masked_fill(drop[:, None], float("nan"))
+            cond = Cond(cond.concat, context)
+        out = model(x_t, t, cond)
+        err = dist(out.float(), process.target(x0, t, noise, y).float(), reduction="none")
+        if min_snr_gamma is not None:
+            err = process.loss_weight(t, err, min_snr_gamma) * err  # type: ignore[attr-defined]
+        return err.mean()
 
     return loss_fn
