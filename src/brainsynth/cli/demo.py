@@ -13,7 +13,7 @@ def demo(
     ),
     n: int = typer.Option(12, "-n", help="phantom subjects"),
     config: Path = typer.Option(
-        None, "--config", help="ldm config (default: configs/ldm_tiny.yaml values)"
+        None, "--config", help="ldm config; its values override the demo's own tiny ones"
     ),
     ae_steps: int = typer.Option(60, "--ae-steps", help="autoencoder training steps"),
     steps: int = typer.Option(300, "--steps", help="latent diffusion training steps"),

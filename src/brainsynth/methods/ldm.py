@@ -62,7 +62,12 @@ def _multiple(cfg: LDMConfig) -> int:
 
 def build_ae(cfg: LDMConfig, grad_ckpt: bool = False):
     return build_autoencoder(
-        cfg.ae.preset, 3, 1, cfg.ae.latent_channels, grad_checkpointing=grad_ckpt
+        cfg.ae.preset,
+        3,
+        1,
+        cfg.ae.latent_channels,
+        grad_checkpointing=grad_ckpt,
+        wavelet_skip=cfg.ae.wavelet_skip,
     )
 
 
@@ -75,6 +80,7 @@ def build_denoiser(cfg: LDMConfig, grad_ckpt: bool = False):
         cfg.ae.latent_channels,
         concat_channels=N_COV if c in ("concat", "both") else 0,
         context_dim=N_COV if c in ("crossattn", "both") else None,
+        embed_context=cfg.diffusion.embed,
         grad_checkpointing=grad_ckpt,
     )
 

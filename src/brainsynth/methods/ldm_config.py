@@ -28,6 +28,9 @@ class AEConfig:
     # Adam drives sigma to ~1 under any KL weight and the decoder learns the mean brain: the CPU
     # config decodes the mean (measured: sigma 0.02 -> 0.65 in 150 steps from a log-var of -8).
     sample_posterior: bool = True
+    # Exact Haar-wavelet skip path (nn.autoencoder.WaveletSkipAutoencoderKL): needs a preset that
+    # downsamples once and 8 latent channels (the 8 Haar bands of a 2x2x2 block).
+    wavelet_skip: bool = False
     adv_weight: float = 0.0  # patch-adversarial loss; 0 disables it
     adv_start: int = 0  # warm-up: no adversarial term before this step
     disc_channels: int = 32
@@ -37,6 +40,10 @@ class AEConfig:
     perceptual_weights: str | None = None
 
     def __post_init__(self) -> None:
+        if self.wavelet_skip:
+            from brainsynth.nn.autoencoder import check_wavelet_skip
+
+            check_wavelet_skip(self.preset, 3, 1, self.latent_channels)
         if self.perceptual_weight < 0:
             raise ValueError(f"ae.perceptual_weight must be >= 0, got {self.perceptual_weight}")
         if self.perceptual_weight > 0 and not self.perceptual_weights:
@@ -56,10 +63,19 @@ class LDMDiffusionConfig:
     prediction: Literal["eps", "x0", "v"] = "v"
     conditioning: Literal["crossattn", "concat", "both"] = "crossattn"
     cond_dropout: float = 0.15  # probability of training a row unconditionally (for guidance)
+    # Also add the covariates to the timestep embedding (nn.unet, embed_context): they then shift
+    # every residual block, not only the attention levels. Needs crossattn or both (the guided path).
+    embed: bool = False
     # Min-SNR-gamma loss weighting (Hang et al. 2023; 5 in the paper); None: plain MSE (L_simple).
     min_snr_gamma: float | None = None
     # Diffuse the deviations from the voxelwise mean training latent (methods.ldm_data.LatentNorm).
     center: bool = False
+
+    def __post_init__(self) -> None:
+        if self.embed and self.conditioning == "concat":
+            raise ValueError(
+                "diffusion.embed needs conditioning crossattn or both (it embeds the context vector)"
+            )
 
 
 @dataclass(frozen=True)
