@@ -62,6 +62,8 @@ def test_cpu_config_networks_run_at_4mm():
         (["ae.wavelet_skip=true"], "downsamples by 4"),  # the tiny preset
         (["ae.preset=cpu", "ae.latent_channels=4", "ae.wavelet_skip=true"], "latent_channels is 4"),
         (["diffusion.conditioning=concat", "diffusion.embed=true"], "embed needs conditioning"),
+        (["ae.train_encoder=false"], "needs ae.wavelet_skip"),
+        (["ae.decoder_noise=-1"], "decoder_noise must be >= 0"),
     ],
 )
 def test_inconsistent_options_are_config_errors(overrides, message):

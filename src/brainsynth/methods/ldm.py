@@ -90,22 +90,32 @@ def build_process(cfg: LDMConfig) -> GaussianProcess:
     return GaussianProcess(d.num_timesteps, d.schedule, d.prediction, d.beta_start, d.beta_end)
 
 
-def train_autoencoder(
-    cfg: LDMConfig, cache: Path, out: Path, resume: bool = False, device=None
-) -> Path:
-    """Stage 1. Writes checkpoints, latent_stats.json and recon_metrics.json into ``out``."""
-    train = ImageSet(cache, "train", cfg.data.downsample, _multiple(cfg))
+def build_ae_model(cfg: LDMConfig) -> AEWithDiscriminator:
+    """Stage 1's trained module: the autoencoder (encoder frozen unless ``ae.train_encoder``) and
+    its patch discriminator when ``ae.adv_weight > 0``."""
     disc = None
     if cfg.ae.adv_weight > 0:
         disc = PatchDiscriminator(
             spatial_dims=3, channels=cfg.ae.disc_channels, in_channels=1, num_layers_d=3
         )
+    model = AEWithDiscriminator(build_ae(cfg, cfg.train_ae.grad_checkpointing), disc)
+    if not cfg.ae.train_encoder:
+        for part in (model.ae.encoder, model.ae.quant_conv_mu, model.ae.quant_conv_log_sigma):
+            part.requires_grad_(False)
+    return model
+
+
+def train_autoencoder(
+    cfg: LDMConfig, cache: Path, out: Path, resume: bool = False, device=None
+) -> Path:
+    """Stage 1. Writes checkpoints, latent_stats.json and recon_metrics.json into ``out``."""
+    train = ImageSet(cache, "train", cfg.data.downsample, _multiple(cfg))
     perceptual = None
     if cfg.ae.perceptual_weight > 0:
         from brainsynth.training.perceptual import PerceptualLoss3D
 
         perceptual = PerceptualLoss3D(str(cfg.ae.perceptual_weights))
-    model = AEWithDiscriminator(build_ae(cfg, cfg.train_ae.grad_checkpointing), disc)
+    model = build_ae_model(cfg)
     run_cfg = {"method": "ldm", "stage": "ae", "cache": str(cache), **to_dict(cfg)}
     if perceptual is not None:
         run_cfg["perceptual_network"] = perceptual.name
@@ -119,6 +129,7 @@ def train_autoencoder(
             a.sample_posterior,
             a.perceptual_weight,
             perceptual,
+            a.decoder_noise,
         ),
         train,
         cfg.train_ae,
