@@ -67,7 +67,6 @@ def build_ae(cfg: LDMConfig, grad_ckpt: bool = False):
         1,
         cfg.ae.latent_channels,
         grad_checkpointing=grad_ckpt,
-        wavelet_skip=cfg.ae.wavelet_skip,
     )
 
 
@@ -91,18 +90,14 @@ def build_process(cfg: LDMConfig) -> GaussianProcess:
 
 
 def build_ae_model(cfg: LDMConfig) -> AEWithDiscriminator:
-    """Stage 1's trained module: the autoencoder (encoder frozen unless ``ae.train_encoder``) and
-    its patch discriminator when ``ae.adv_weight > 0``."""
+    """Stage 1's trained module: the autoencoder and, when ``ae.adv_weight > 0``, its patch
+    discriminator."""
     disc = None
     if cfg.ae.adv_weight > 0:
         disc = PatchDiscriminator(
             spatial_dims=3, channels=cfg.ae.disc_channels, in_channels=1, num_layers_d=3
         )
-    model = AEWithDiscriminator(build_ae(cfg, cfg.train_ae.grad_checkpointing), disc)
-    if not cfg.ae.train_encoder:
-        for part in (model.ae.encoder, model.ae.quant_conv_mu, model.ae.quant_conv_log_sigma):
-            part.requires_grad_(False)
-    return model
+    return AEWithDiscriminator(build_ae(cfg, cfg.train_ae.grad_checkpointing), disc)
 
 
 def train_autoencoder(
@@ -129,7 +124,6 @@ def train_autoencoder(
             a.sample_posterior,
             a.perceptual_weight,
             perceptual,
-            a.decoder_noise,
         ),
         train,
         cfg.train_ae,

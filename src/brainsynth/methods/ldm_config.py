@@ -28,16 +28,6 @@ class AEConfig:
     # Adam drives sigma to ~1 under any KL weight and the decoder learns the mean brain: the CPU
     # config decodes the mean (measured: sigma 0.02 -> 0.65 in 150 steps from a log-var of -8).
     sample_posterior: bool = True
-    # Exact Haar-wavelet skip path (nn.autoencoder.WaveletSkipAutoencoderKL): needs a preset that
-    # downsamples once and 8 latent channels (the 8 Haar bands of a 2x2x2 block).
-    wavelet_skip: bool = False
-    # Train the decoder on posterior means plus Gaussian noise of std U(0, decoder_noise) x the
-    # batch latents' std, so that it removes the small errors a diffusion sampler leaves in its
-    # latents (an exactly invertible decoder, like the wavelet skip, shows every one of them).
-    decoder_noise: float = 0.0
-    # False: the encoder stays as built (with wavelet_skip: the exact Haar coefficients) and only
-    # the decoder trains.
-    train_encoder: bool = True
     adv_weight: float = 0.0  # patch-adversarial loss; 0 disables it
     adv_start: int = 0  # warm-up: no adversarial term before this step
     disc_channels: int = 32
@@ -47,14 +37,6 @@ class AEConfig:
     perceptual_weights: str | None = None
 
     def __post_init__(self) -> None:
-        if self.wavelet_skip:
-            from brainsynth.nn.autoencoder import check_wavelet_skip
-
-            check_wavelet_skip(self.preset, 3, 1, self.latent_channels)
-        if not self.train_encoder and not self.wavelet_skip:
-            raise ValueError("ae.train_encoder=false needs ae.wavelet_skip (else it stays random)")
-        if self.decoder_noise < 0:
-            raise ValueError(f"ae.decoder_noise must be >= 0, got {self.decoder_noise}")
         if self.perceptual_weight < 0:
             raise ValueError(f"ae.perceptual_weight must be >= 0, got {self.perceptual_weight}")
         if self.perceptual_weight > 0 and not self.perceptual_weights:

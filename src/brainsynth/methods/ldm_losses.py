@@ -34,11 +34,9 @@ def ae_loss(
     sample_posterior: bool = True,
     perceptual_weight: float = 0.0,
     perceptual: nn.Module | None = None,
-    decoder_noise: float = 0.0,
 ):
     """``perceptual``: a frozen distance ``(recon, x) -> scalar`` (training.perceptual), held by
-    the loss rather than the model, so that it stays out of the optimiser, EMA and checkpoints.
-    ``decoder_noise``: the decoder sees ``z + U(0, decoder_noise) * std(z_mu) * eps`` per row."""
+    the loss rather than the model, so that it stays out of the optimiser, EMA and checkpoints."""
 
     def loss_fn(model: nn.Module, batch: dict, generator: torch.Generator) -> torch.Tensor:
         m = cast(AEWithDiscriminator, getattr(model, "module", model))  # DDP or plain
@@ -47,11 +45,6 @@ def ae_loss(
         z = z_mu
         if sample_posterior:
             z = z_mu + z_sigma * torch.randn(z_mu.shape, generator=generator).to(z_mu)
-        if decoder_noise > 0:
-            b = z.shape[0]
-            level = decoder_noise * torch.rand(b, generator=generator).to(z) * z_mu.detach().std()
-            eps = torch.randn(z.shape, generator=generator).to(z)
-            z = z + level.reshape(b, *([1] * (z.ndim - 1))) * eps
         recon = m.ae.decode(z)
         loss = F.l1_loss(recon.float(), x.float()) + kl_weight * kl_divergence(
             z_mu.float(), z_sigma.float()

@@ -3,11 +3,6 @@ helpers around it (encode, reparameterised sample with an explicit generator, de
 
 With ``len(channels)`` levels the latent grid is the input grid divided by 2^(levels - 1); the
 input's spatial sizes must be divisible by that factor.
-
-``wavelet_skip`` (one downsampling level, latent channels = in_channels x 2^d): the latents are the
-image's Haar coefficients (nn.wavelet) plus the encoder's output, and the decoder's output is added
-to the inverse Haar transform of the latents. Both learned outputs start at zero, so the autoencoder
-starts lossless; a 1:1 latent learned from scratch on two CPU cores decoded a blurred brain.
 """
 
 from __future__ import annotations
@@ -19,25 +14,6 @@ from monai.networks.nets import AutoencoderKL
 from torch import Tensor
 
 from brainsynth.nn.presets import AUTOENCODER_PRESETS, resolve_preset
-from brainsynth.nn.wavelet import haar, inverse_haar
-
-
-class WaveletSkipAutoencoderKL(AutoencoderKL):
-    """AutoencoderKL with an exact Haar skip path: ``mu = haar(x) + encoder mean``, ``decode(z) =
-    inverse_haar(z) + decoder(z)``. Same parameters and state-dict keys as AutoencoderKL."""
-
-    def __init__(self, **kwargs: Any):
-        super().__init__(**kwargs)
-        for conv in (self.quant_conv_mu.conv, self.decoder.blocks[-1].conv):
-            torch.nn.init.zeros_(conv.weight)
-            torch.nn.init.zeros_(conv.bias)
-
-    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        z_mu, z_sigma = super().encode(x)
-        return haar(x).to(z_mu) + z_mu, z_sigma
-
-    def decode(self, z: Tensor) -> Tensor:
-        return inverse_haar(z) + super().decode(z)
 
 
 def build_autoencoder(
@@ -47,7 +23,6 @@ def build_autoencoder(
     latent_channels: int = 3,
     *,
     grad_checkpointing: bool = False,
-    wavelet_skip: bool = False,
     **overrides: Any,
 ) -> AutoencoderKL:
     """MONAI ``AutoencoderKL`` of size ``preset`` with ``out_channels = in_channels``.
@@ -57,9 +32,7 @@ def build_autoencoder(
     if spatial_dims not in (2, 3):
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
     cfg = resolve_preset(AUTOENCODER_PRESETS, preset, **overrides)
-    if wavelet_skip:
-        check_wavelet_skip(preset, spatial_dims, in_channels, latent_channels, **overrides)
-    return (WaveletSkipAutoencoderKL if wavelet_skip else AutoencoderKL)(
+    return AutoencoderKL(
         spatial_dims=spatial_dims,
         in_channels=in_channels,
         out_channels=in_channels,
@@ -67,20 +40,6 @@ def build_autoencoder(
         use_checkpoint=grad_checkpointing,
         **cfg,
     )
-
-
-def check_wavelet_skip(
-    preset: str, spatial_dims: int, in_channels: int, latent_channels: int, **overrides: Any
-) -> None:
-    """ValueError unless the preset downsamples once and the latents hold the Haar coefficients."""
-    f = downsample_factor(preset, **overrides)
-    want = in_channels * 2**spatial_dims
-    if f != 2 or latent_channels != want:
-        raise ValueError(
-            f"wavelet_skip needs an autoencoder that downsamples by 2 with {want} latent channels "
-            f"({in_channels} x 2^{spatial_dims}); preset {preset!r} downsamples by {f}, "
-            f"latent_channels is {latent_channels}"
-        )
 
 
 def downsample_factor(preset: str, **overrides: Any) -> int:
