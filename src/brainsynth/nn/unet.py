@@ -71,14 +71,12 @@ class UNetDenoiser(nn.Module):
         if context_dim is not None:
             # Learned; zero init so it starts as "no information" rather than a random covariate.
             self.null_context = nn.Parameter(torch.zeros(1, 1, context_dim))
-        if embed_context:
+        if embed_context and context_dim is not None:  # (checked above)
             # MONAI adds class_embedding(class_labels) to the timestep embedding: an MLP of the
             # covariates in place of its lookup table.
-            width = cfg["channels"][0] * 4  # MONAI's timestep-embedding width
-            assert context_dim is not None
-            self.net.class_embedding = nn.Sequential(
-                nn.Linear(context_dim, width), nn.SiLU(), nn.Linear(width, width)
-            )
+            width = self.net.class_embedding.embedding_dim  # the timestep-embedding width
+            mlp = nn.Sequential(nn.Linear(context_dim, width), nn.SiLU(), nn.Linear(width, width))
+            self.net.class_embedding = mlp  # type: ignore[assignment]  # any module (B, K) -> (B, E)
 
     def context_tokens(self, context: Tensor | None, batch: int) -> Tensor | None:
         """(B, K) covariates -> (B, 1, K) tokens. None, or an all-NaN row (a dropped condition),
