@@ -42,33 +42,6 @@ def proxy(image: np.ndarray, spacing: tuple[float, float, float]) -> dict:
     return tissue_volumes_gmm(image, float(np.prod(spacing)), spacing=spacing)
 
 
-def measure_samples(folder: Path, covariate: str) -> list[tuple[float, float, float, float]]:
-    """(requested covariate, measured ventricles, requested brain, measured brain) per sample."""
-    with open(folder / "samples.tsv", newline="") as fh:
-        rows = list(csv.DictReader(fh, delimiter="\t"))
-    out = []
-    for r in rows:
-        vol = read_volume(folder / r["file"])
-        v = proxy(vol.data, tuple(float(s) for s in vol.spacing))
-        out.append((float(r[covariate]), v["ventricles"], float(r["brain_volume"]), v["brain"]))
-    return out
-
-
-def measure_real(cache: Path, downsample: int) -> np.ndarray:
-    """(true ventricles, proxy ventricles, true brain, proxy brain) of val+test subjects."""
-    rows = []
-    for split in ("val", "test"):
-        ds = CacheDataset(cache, split, with_labels=False)
-        spacing = tuple(float(s) * downsample for s in np.broadcast_to(ds.info["spacing"], 3))
-        for i in range(len(ds)):
-            item = ds[i]
-            img = F.avg_pool3d(item["image"][None], downsample)[0, 0].numpy()
-            v = proxy(img, spacing)
-            raw = item["covariates_raw"]
-            rows.append((raw["ventricle_volume"], v["ventricles"], raw["brain_volume"], v["brain"]))
-    return np.array(rows)
-
-
 def _pool(a: np.ndarray, factor: int) -> np.ndarray:
     t = torch.as_tensor(a, dtype=torch.float32)[None, None]
     return F.avg_pool3d(t, factor)[0, 0].numpy() if factor > 1 else t[0, 0].numpy()
@@ -81,45 +54,61 @@ def ventricle_prior(cache: Path, downsample: int) -> np.ndarray:
     return np.mean(masks, axis=0) > 0.05
 
 
-def dark_volume(image: np.ndarray, prior: np.ndarray, voxel_mm3: float) -> float:
+def dark_volume(image: np.ndarray, prior: np.ndarray | None, voxel_mm3: float) -> float:
+    """The dark volume inside ``prior`` (see the module docstring); NaN without a prior."""
+    if prior is None:
+        return float("nan")
     brain = image > 0.05
     w = float(np.percentile(image[brain], 90)) if brain.any() else 1.0
     return float((np.clip((w - image) / w, 0, 1) * prior).sum() * voxel_mm3)
 
 
-def prior_real(cache: Path, downsample: int, prior: np.ndarray) -> np.ndarray:
-    """(true ventricles, dark volume) of val+test subjects."""
-    rows = []
-    for split in ("val", "test"):
-        ds = CacheDataset(cache, split, with_labels=False)
-        vox = float(np.prod(np.broadcast_to(ds.info["spacing"], 3))) * downsample**3
-        for i in range(len(ds)):
-            item = ds[i]
-            img = _pool(item["image"][0].numpy(), downsample)
-            rows.append((item["covariates_raw"]["ventricle_volume"], dark_volume(img, prior, vox)))
-    return np.array(rows)
-
-
-def prior_samples(folder: Path, covariate: str, prior: np.ndarray) -> np.ndarray:
-    """(requested covariate, dark volume) per sample."""
+def measure_samples(folder: Path, covariate: str, prior: np.ndarray | None = None) -> np.ndarray:
+    """(requested covariate, measured ventricles, requested brain, measured brain, dark volume)
+    per sample."""
     with open(folder / "samples.tsv", newline="") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
     out = []
     for r in rows:
         vol = read_volume(folder / r["file"])
-        vox = float(np.prod([float(s) for s in vol.spacing]))
-        out.append((float(r[covariate]), dark_volume(vol.data, prior, vox)))
+        spacing = tuple(float(s) for s in vol.spacing)
+        v = proxy(vol.data, spacing)
+        dark = dark_volume(vol.data, prior, float(np.prod(spacing)))
+        out.append(
+            (float(r[covariate]), v["ventricles"], float(r["brain_volume"]), v["brain"], dark)
+        )
     return np.array(out)
 
 
+def measure_real(cache: Path, downsample: int, prior: np.ndarray | None = None) -> np.ndarray:
+    """(true ventricles, proxy ventricles, true brain, proxy brain, dark volume) of val+test
+    subjects."""
+    rows = []
+    for split in ("val", "test"):
+        ds = CacheDataset(cache, split, with_labels=False)
+        spacing = tuple(float(s) * downsample for s in np.broadcast_to(ds.info["spacing"], 3))
+        for i in range(len(ds)):
+            item = ds[i]
+            img = _pool(item["image"][0].numpy(), downsample)
+            v = proxy(img, spacing)
+            raw = item["covariates_raw"]
+            dark = dark_volume(img, prior, float(np.prod(spacing)))
+            rows.append(
+                (raw["ventricle_volume"], v["ventricles"], raw["brain_volume"], v["brain"], dark)
+            )
+    return np.array(rows)
+
+
 def print_r(a: np.ndarray, what: str) -> None:
+    """Correlation of column 0 (requested or true) with column 4 (dark volume)."""
     print(
-        f"{what}: Pearson r={pearsonr(a[:, 0], a[:, 1]).statistic:.3f} "
-        f"Spearman={spearmanr(a[:, 0], a[:, 1]).statistic:.3f} (n={len(a)})"
+        f"{what}: Pearson r={pearsonr(a[:, 0], a[:, 4]).statistic:.3f} "
+        f"Spearman={spearmanr(a[:, 0], a[:, 4]).statistic:.3f} (n={len(a)})"
     )
 
 
 def correlations(a: np.ndarray, what: str, covariate: str = "ventricle_volume") -> None:
+    a = a[:, :4]  # the GMM proxy's columns
     ok = np.isfinite(a).all(1)
     a = a[ok]
     for name, i in (("ventricles", 0), ("brain", 2)):
@@ -155,11 +144,12 @@ def main() -> None:
     if args.real is not None:
         meta = load_checkpoint(args.run, names=(), with_state=False)["meta"]["config"]
         ds = config_from_meta(meta).data.downsample
-        correlations(measure_real(args.real, ds), "real")
         prior = ventricle_prior(args.real, ds)
-        print_r(prior_real(args.real, ds, prior), "real ventricles vs dark volume in the prior")
+        real = measure_real(args.real, ds, prior)
+        correlations(real, "real")
+        print_r(real, "real ventricles vs dark volume in the prior")
 
-    allrows, dark = [], []
+    allrows = []
     prefix, unit = ("vent", "mm3") if args.covariate == "ventricle_volume" else ("age", "years")
     for k, level in enumerate(float(s) for s in args.levels.split(",")):
         folder = args.out / f"{prefix}_{level:.0f}"
@@ -174,19 +164,18 @@ def main() -> None:
                 seed=1000 + k,
                 device="cuda" if torch.cuda.is_available() else "cpu",
             )
-        m = np.array(measure_samples(folder, args.covariate))
+        m = measure_samples(folder, args.covariate, prior)
         allrows.append(m)
         extra = ""
         if prior is not None:
-            dark.append(prior_samples(folder, args.covariate, prior))
-            extra = f"; dark volume in the prior {dark[-1][:, 1].mean():.0f} +- {dark[-1][:, 1].std():.0f}"
+            extra = f"; dark volume in the prior {m[:, 4].mean():.0f} +- {m[:, 4].std():.0f}"
         print(
             f"requested {args.covariate} {level:.0f} {unit}: measured ventricles "
             f"{m[:, 1].mean():.0f} +- {m[:, 1].std():.0f} mm3 (n={len(m)}){extra}"
         )
     correlations(np.concatenate(allrows), "synthetic", args.covariate)
-    if dark:
-        print_r(np.concatenate(dark), f"synthetic requested {args.covariate} vs dark volume")
+    if prior is not None:
+        print_r(np.concatenate(allrows), f"synthetic requested {args.covariate} vs dark volume")
     print("measured with: evaluation.anatomy.tissue_volumes_gmm (label-free ventricle proxy)")
 
 

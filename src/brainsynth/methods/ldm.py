@@ -62,11 +62,7 @@ def _multiple(cfg: LDMConfig) -> int:
 
 def build_ae(cfg: LDMConfig, grad_ckpt: bool = False):
     return build_autoencoder(
-        cfg.ae.preset,
-        3,
-        1,
-        cfg.ae.latent_channels,
-        grad_checkpointing=grad_ckpt,
+        cfg.ae.preset, 3, 1, cfg.ae.latent_channels, grad_checkpointing=grad_ckpt
     )
 
 
@@ -89,28 +85,22 @@ def build_process(cfg: LDMConfig) -> GaussianProcess:
     return GaussianProcess(d.num_timesteps, d.schedule, d.prediction, d.beta_start, d.beta_end)
 
 
-def build_ae_model(cfg: LDMConfig) -> AEWithDiscriminator:
-    """Stage 1's trained module: the autoencoder and, when ``ae.adv_weight > 0``, its patch
-    discriminator."""
-    disc = None
-    if cfg.ae.adv_weight > 0:
-        disc = PatchDiscriminator(
-            spatial_dims=3, channels=cfg.ae.disc_channels, in_channels=1, num_layers_d=3
-        )
-    return AEWithDiscriminator(build_ae(cfg, cfg.train_ae.grad_checkpointing), disc)
-
-
 def train_autoencoder(
     cfg: LDMConfig, cache: Path, out: Path, resume: bool = False, device=None
 ) -> Path:
     """Stage 1. Writes checkpoints, latent_stats.json and recon_metrics.json into ``out``."""
     train = ImageSet(cache, "train", cfg.data.downsample, _multiple(cfg))
+    disc = None
+    if cfg.ae.adv_weight > 0:
+        disc = PatchDiscriminator(
+            spatial_dims=3, channels=cfg.ae.disc_channels, in_channels=1, num_layers_d=3
+        )
     perceptual = None
     if cfg.ae.perceptual_weight > 0:
         from brainsynth.training.perceptual import PerceptualLoss3D
 
         perceptual = PerceptualLoss3D(str(cfg.ae.perceptual_weights))
-    model = build_ae_model(cfg)
+    model = AEWithDiscriminator(build_ae(cfg, cfg.train_ae.grad_checkpointing), disc)
     run_cfg = {"method": "ldm", "stage": "ae", "cache": str(cache), **to_dict(cfg)}
     if perceptual is not None:
         run_cfg["perceptual_network"] = perceptual.name
