@@ -108,18 +108,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise _err(key, f"is a section, not a value; set one of {[f'{key}.{s}' for s in sub]}")
         return from_dict(typing.cast(type, tp), value, prefix=f"{key}.")
     if origin in (typing.Union, types.UnionType):
-        args = [a for a in get_args(tp) if a is not type(None)]
-        if _is_none(value):
-            if len(args) < len(get_args(tp)):
-                return None
-            raise _err(key, "may not be empty")
-        errors = []
-        for a in args:
-            try:
-                return _coerce(value, a, key)
-            except InputError as e:
-                errors.append(e.problem)
-        raise _err(key, f"cannot use {value!r} as {_type_name(tp)} ({'; '.join(errors)})")
+        return _coerce_union(value, tp, key)
     if origin is typing.Literal:
         choices = get_args(tp)
         for c in choices:
@@ -129,13 +118,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if origin in (tuple, list) or tp in (tuple, list):
         return _coerce_sequence(value, tp, key)
     if origin in (dict, Mapping) or tp is dict:
-        if raw:
-            value = yaml.safe_load(value)
-        if not isinstance(value, Mapping):
-            raise _err(key, f"must be a mapping, got {_show(value)}")
-        kv = get_args(tp)
-        vt = kv[1] if len(kv) == 2 else Any
-        return {str(k): _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
+        return _coerce_mapping(yaml.safe_load(value) if raw else value, tp, key)
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -158,6 +141,31 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is Path:
         return Path(str(value))
     return value
+
+
+def _coerce_union(value: Any, tp: Any, key: str) -> Any:
+    """The first member of the union ``tp`` that takes ``value``; None for an empty value when
+    the union is Optional."""
+    args = [a for a in get_args(tp) if a is not type(None)]
+    if _is_none(value):
+        if len(args) < len(get_args(tp)):
+            return None
+        raise _err(key, "may not be empty")
+    errors = []
+    for a in args:
+        try:
+            return _coerce(value, a, key)
+        except InputError as e:
+            errors.append(e.problem)
+    raise _err(key, f"cannot use {value!r} as {_type_name(tp)} ({'; '.join(errors)})")
+
+
+def _coerce_mapping(value: Any, tp: Any, key: str) -> dict:
+    if not isinstance(value, Mapping):
+        raise _err(key, f"must be a mapping, got {_show(value)}")
+    kv = get_args(tp)
+    vt = kv[1] if len(kv) == 2 else Any
+    return {str(k): _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
 
 
 def _to_int(value: Any, key: str) -> int:
