@@ -18,7 +18,10 @@ show (the proxy is coarse at 4 mm). It also adds a second measurement that finds
 too: the "dark volume" in the ventricle prior (voxels where more than 5 % of the cache's training
 label maps have ventricle, at the run's resolution): sum over the region of clip((w - I) / w, 0, 1)
 x voxel volume, w the 90th intensity percentile in the brain (a linear CSF fraction; grey matter
-in the region counts in part, so it is a relative measure, judged by its correlation).
+in the region counts in part, so it is a relative measure, judged by its correlation). A line fitted
+on the real subjects maps it to label-map ventricle volume; the benchmark prints each level's
+calibrated volume and the slope of calibrated against requested volume (1 would be exact). With
+``--covariate age`` that slope (mm3 per year) is printed next to the training set's own.
 """
 
 from __future__ import annotations
@@ -99,12 +102,31 @@ def measure_real(cache: Path, downsample: int, prior: np.ndarray | None = None) 
     return np.array(rows)
 
 
+def real_age_ventricles(cache: Path) -> np.ndarray:
+    """(age, label-map ventricles) of the cache's training subjects."""
+    ds = CacheDataset(cache, "train", with_labels=False)
+    raws = [ds[i]["covariates_raw"] for i in range(len(ds))]
+    return np.array([(r["age"], r["ventricle_volume"]) for r in raws])
+
+
 def print_r(a: np.ndarray, what: str) -> None:
     """Correlation of column 0 (requested or true) with column 4 (dark volume)."""
     print(
         f"{what}: Pearson r={pearsonr(a[:, 0], a[:, 4]).statistic:.3f} "
         f"Spearman={spearmanr(a[:, 0], a[:, 4]).statistic:.3f} (n={len(a)})"
     )
+
+
+def calibration(real: np.ndarray) -> np.ndarray:
+    """Least-squares line from dark volume (column 4) to the label-map ventricles (column 0) of
+    real subjects: ``np.polyval(coef, dark)`` reads a dark volume in label-map mm3."""
+    return np.polyfit(real[:, 4], real[:, 0], 1)
+
+
+def print_slope(a: np.ndarray, coef: np.ndarray, what: str, unit: str) -> None:
+    """Slope of the calibrated ventricle estimate against the requested covariate (column 0)."""
+    slope = np.polyfit(a[:, 0], np.polyval(coef, a[:, 4]), 1)[0]
+    print(f"{what}: calibrated ventricles change by {slope:.3g} mm3 per requested {unit}")
 
 
 def correlations(a: np.ndarray, what: str, covariate: str = "ventricle_volume") -> None:
@@ -140,7 +162,7 @@ def main() -> None:
     from brainsynth.methods.ldm_sample import sample_ldm
     from brainsynth.training.checkpoint import load_checkpoint
 
-    prior = None
+    prior = coef = None
     if args.real is not None:
         meta = load_checkpoint(args.run, names=(), with_state=False)["meta"]["config"]
         ds = config_from_meta(meta).data.downsample
@@ -148,6 +170,7 @@ def main() -> None:
         real = measure_real(args.real, ds, prior)
         correlations(real, "real")
         print_r(real, "real ventricles vs dark volume in the prior")
+        coef = calibration(real)
 
     allrows = []
     prefix, unit = ("vent", "mm3") if args.covariate == "ventricle_volume" else ("age", "years")
@@ -167,15 +190,25 @@ def main() -> None:
         m = measure_samples(folder, args.covariate, prior)
         allrows.append(m)
         extra = ""
-        if prior is not None:
-            extra = f"; dark volume in the prior {m[:, 4].mean():.0f} +- {m[:, 4].std():.0f}"
+        if coef is not None:
+            cal = np.polyval(coef, m[:, 4])
+            extra = (
+                f"; dark volume in the prior {m[:, 4].mean():.0f} +- {m[:, 4].std():.0f}"
+                f" (calibrated to label-map ventricles: {cal.mean():.0f} +- {cal.std():.0f})"
+            )
         print(
             f"requested {args.covariate} {level:.0f} {unit}: measured ventricles "
             f"{m[:, 1].mean():.0f} +- {m[:, 1].std():.0f} mm3 (n={len(m)}){extra}"
         )
-    correlations(np.concatenate(allrows), "synthetic", args.covariate)
-    if prior is not None:
-        print_r(np.concatenate(allrows), f"synthetic requested {args.covariate} vs dark volume")
+    synth = np.concatenate(allrows)
+    correlations(synth, "synthetic", args.covariate)
+    if coef is not None:
+        print_r(synth, f"synthetic requested {args.covariate} vs dark volume")
+        print_slope(synth, coef, "synthetic", unit)
+        if args.covariate == "age":
+            train = real_age_ventricles(args.real)
+            slope = np.polyfit(train[:, 0], train[:, 1], 1)[0]
+            print(f"real (train split, label maps): ventricles change by {slope:.3g} mm3 per year")
     print("measured with: evaluation.anatomy.tissue_volumes_gmm (label-free ventricle proxy)")
 
 

@@ -14,6 +14,7 @@ from brainsynth.config import (
     apply_overrides,
     dump_yaml,
     from_dict,
+    known_keys,
     load_config,
     to_dict,
     write_config,
@@ -125,6 +126,14 @@ def test_unknown_key_lists_the_valid_ones():
     with pytest.raises(InputError) as e:
         load_config(Run, None, ["train.stepz=3"])
     assert "train.batch_size" in str(e.value) and "train.device" in str(e.value)
+
+
+def test_known_keys_drops_only_unknown_ones_at_any_depth():
+    stored = {"train": {"steps": 5, "old_option": 1}, "model": {"scale": 2.0}, "gone": {"a": 1}}
+    kept, dropped = known_keys(Run, stored)
+    assert dropped == ["train.old_option", "gone"]
+    assert kept == {"train": {"steps": 5}, "model": {"scale": 2.0}}
+    assert load_config(Run, None, base=kept).train.steps == 5
 
 
 def test_yaml_file_errors(tmp_path):

@@ -8,12 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from brainsynth.config import to_dict
 from brainsynth.diffusion.base import Cond
 from brainsynth.errors import InputError
 from brainsynth.methods.ldm import (
     _multiple,
     build_ae,
     build_denoiser,
+    config_from_meta,
     latent_shape,
     load_ldm_config,
 )
@@ -65,3 +67,12 @@ def test_cpu_config_networks_run_at_4mm():
 def test_inconsistent_options_are_config_errors(overrides, message):
     with pytest.raises(InputError, match=message):
         load_ldm_config(overrides=overrides)
+
+
+def test_checkpoint_config_with_a_removed_option_loads_with_a_warning():
+    meta = to_dict(load_ldm_config())
+    meta["ae"] = {**meta["ae"], "wavelet_skip": False}  # an option an older version had
+    meta["run_name"] = "x"  # other run keys are not config
+    with pytest.warns(UserWarning, match=r"\['ae.wavelet_skip'\]"):
+        cfg = config_from_meta(meta)
+    assert to_dict(cfg) == to_dict(load_ldm_config())

@@ -83,6 +83,22 @@ def from_dict(cls: type[T], data: Mapping | None, prefix: str = "") -> T:
         raise InputError(None, f"invalid config: {e}") from None
 
 
+def known_keys(cls: type, data: Mapping, prefix: str = "") -> tuple[dict, list[str]]:
+    """``data`` without the keys (at any depth) that ``cls`` does not have, and those keys' dotted
+    names: for configs stored by an older version (an option since removed)."""
+    hints = typing.get_type_hints(cls)
+    kept, dropped = {}, []
+    for k, v in data.items():
+        if k not in hints:
+            dropped.append(prefix + k)
+        elif dataclasses.is_dataclass(hints[k]) and isinstance(v, Mapping):
+            kept[k], sub = known_keys(hints[k], v, f"{prefix}{k}.")
+            dropped += sub
+        else:
+            kept[k] = v
+    return kept, dropped
+
+
 def _field_default(f: dataclasses.Field) -> Any:
     if f.default_factory is not dataclasses.MISSING:
         return f.default_factory()
