@@ -288,6 +288,31 @@ def four_component_gssim(
         raise ValueError(f"weights need the keys {sorted(FOUR_G_WEIGHTS)}, got {sorted(w)}")
     ga, gb = gradient_magnitude(a), gradient_magnitude(b)
     gmax = float(ga.max())
+    gmap = _gssim_map(a, b, ga, gb, data_range, gmax, kernel_size, sigma)
+    pr, pt = _crop_mask(ga, kernel_size), _crop_mask(gb, kernel_size)
+    t1, t2 = edge_threshold * gmax, smooth_threshold * gmax
+    preserved = (pr > t1) & (pt > t1)
+    changed = (pr > t1) ^ (pt > t1)
+    smooth = (pr < t2) & (pt <= t1)
+    regions = {
+        "preserved_edge": preserved,
+        "changed_edge": changed,
+        "smooth": smooth,
+        "texture": ~(preserved | changed | smooth),
+    }
+    valid = np.ones_like(preserved) if m is None else _crop_mask(m, kernel_size)
+    value, out_regions = _region_weighted_mean(gmap, regions, valid, w)
+    return {
+        "value": value,
+        "regions": out_regions,
+        "weights": w,
+        "thresholds": {"edge": edge_threshold, "smooth": smooth_threshold, "gmax": gmax},
+    }
+
+
+def _gssim_map(a, b, ga, gb, data_range: float, gmax: float, kernel_size: int, sigma: float):
+    """G-SSIM at the valid window centres: luminance on intensities, contrast-structure on the
+    gradient magnitudes ``ga``, ``gb``."""
     c1 = (K1 * data_range) ** 2
     c2 = (K2 * (gmax if gmax > 0 else data_range)) ** 2
     t = torch.cat([_as_tensor(v) for v in (a, b, ga, gb, ga * ga, gb * gb, ga * gb)], dim=1)
@@ -295,20 +320,13 @@ def four_component_gssim(
     lum = (2 * mu_a * mu_b + c1) / (mu_a**2 + mu_b**2 + c1)
     va, vb = gaa - mg_a**2, gbb - mg_b**2
     cs = (2 * (gab - mg_a * mg_b) + c2) / (va + vb + c2)
-    gmap = (lum * cs).numpy()
-    pr, pt = _crop_mask(ga, kernel_size), _crop_mask(gb, kernel_size)
-    t1, t2 = edge_threshold * gmax, smooth_threshold * gmax
-    preserved = (pr > t1) & (pt > t1)
-    changed = (pr > t1) ^ (pt > t1)
-    smooth = (pr < t2) & (pt <= t1)
-    texture = ~(preserved | changed | smooth)
-    valid = np.ones_like(preserved) if m is None else _crop_mask(m, kernel_size)
-    regions = {
-        "preserved_edge": preserved,
-        "changed_edge": changed,
-        "smooth": smooth,
-        "texture": texture,
-    }
+    return (lum * cs).numpy()
+
+
+def _region_weighted_mean(
+    gmap: np.ndarray, regions: dict, valid: np.ndarray, w: dict[str, float]
+) -> tuple[float, dict]:
+    """sum_k w_k mean_{R_k}(gmap) / sum_{k: R_k non-empty} w_k, and each region's fraction/mean."""
     n_valid = int(valid.sum())
     if n_valid == 0:
         raise ValueError("no window centre of the mask lies inside the valid SSIM region")
@@ -316,17 +334,12 @@ def four_component_gssim(
     for name, r in regions.items():
         sel = r & valid
         n = int(sel.sum())
-        if n:
-            mean = float(gmap[sel].mean())
+        mean = float(gmap[sel].mean()) if n else None
+        if mean is not None:
             num += w[name] * mean
             den += w[name]
-        out_regions[name] = {"fraction": n / n_valid, "mean": mean if n else None}
-    return {
-        "value": float(num / den),
-        "regions": out_regions,
-        "weights": w,
-        "thresholds": {"edge": edge_threshold, "smooth": smooth_threshold, "gmax": gmax},
-    }
+        out_regions[name] = {"fraction": n / n_valid, "mean": mean}
+    return float(num / den), out_regions
 
 
 # --- everything at once ------------------------------------------------------------------------

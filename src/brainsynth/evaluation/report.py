@@ -131,7 +131,15 @@ def _img(path: Path) -> str:
 
 
 def _sets_sections(m: dict, extras: dict, fig: Path) -> list[str]:
-    parts = []
+    parts = ["<h2>Summary</h2>" + _table(_summary_rows(m), ["metric", "value"])]
+    for est, block in m.get("anatomy", {}).items():
+        parts.append(_volume_section(est, block))
+    pics = _sets_figures(m, extras, fig)
+    parts.append("<h2>Figures</h2>" + "".join(_img(p) for p in pics))
+    return parts
+
+
+def _summary_rows(m: dict) -> list[list]:
     summary = [["n real / synthetic", f"{m['inputs']['n_real']} / {m['inputs']['n_synthetic']}"]]
     if "fid" in m:
         f, k = m["fid"], m["mmd"]
@@ -144,77 +152,65 @@ def _sets_sections(m: dict, extras: dict, fig: Path) -> list[str]:
             [f"MMD permutation p ({k['n_permutations']} perms)", k["permutation_pvalue"]],
             ["MMD² (linear kernel, unbiased; means only)", k["mmd2_linear_unbiased"]],
         ]
-    if "diversity_ms_ssim" in m:
-        d = m["diversity_ms_ssim"]
-        for name in ("synthetic", "real"):
-            e = d[name]
-            if "skipped" in e:
-                summary.append([f"MS-SSIM within {name}", e["skipped"]])
-            else:
-                summary.append(
-                    [
-                        f"MS-SSIM within {name} ({e['n_pairs']} pairs)",
-                        f"{_fmt(e['mean'])} ± {_fmt(e['std'])}",
-                    ]
-                )
+    for name in ("synthetic", "real") if "diversity_ms_ssim" in m else ():
+        e = m["diversity_ms_ssim"][name]
+        if "skipped" in e:
+            summary.append([f"MS-SSIM within {name}", e["skipped"]])
+        else:
+            summary.append(
+                [
+                    f"MS-SSIM within {name} ({e['n_pairs']} pairs)",
+                    f"{_fmt(e['mean'])} ± {_fmt(e['std'])}",
+                ]
+            )
     summary.append(
         ["intensity W1 (pooled, in mask)", m["intensity"]["wasserstein1_pooled_histogram"]]
     )
-    parts.append("<h2>Summary</h2>" + _table(summary, ["metric", "value"]))
-    if "anatomy" in m:
-        for est, block in m["anatomy"].items():
-            rows = []
-            for key, c in block["volumes"].items():
-                rows.append(
-                    [
-                        key,
-                        None if c["mean_real"] is None else c["mean_real"] / 1000,
-                        None if c["std_real"] is None else c["std_real"] / 1000,
-                        None if c["mean_synthetic"] is None else c["mean_synthetic"] / 1000,
-                        None if c["std_synthetic"] is None else c["std_synthetic"] / 1000,
-                        c["ks_statistic"],
-                        c["ks_pvalue"],
-                        None if c["wasserstein1"] is None else c["wasserstein1"] / 1000,
-                    ]
-                )
-            parts.append(
-                f"<h2>Volumes ({html.escape(est)})</h2><p class=note>{html.escape(block['description'])}</p>"
-                + _table(
-                    rows,
-                    [
-                        "volume",
-                        "real mean ml",
-                        "real sd",
-                        "synth mean ml",
-                        "synth sd",
-                        "KS",
-                        "KS p",
-                        "W1 ml",
-                    ],
-                )
-            )
-    sets = extras["sets"]
-    r, s = sets["real"], sets["synthetic"]
+    return summary
+
+
+def _ml(v: float | None) -> float | None:
+    return None if v is None else v / 1000
+
+
+def _volume_section(est: str, block: dict) -> str:
+    rows = [
+        [
+            key,
+            _ml(c["mean_real"]),
+            _ml(c["std_real"]),
+            _ml(c["mean_synthetic"]),
+            _ml(c["std_synthetic"]),
+            c["ks_statistic"],
+            c["ks_pvalue"],
+            _ml(c["wasserstein1"]),
+        ]
+        for key, c in block["volumes"].items()
+    ]
+    header = [
+        "volume",
+        "real mean ml",
+        "real sd",
+        "synth mean ml",
+        "synth sd",
+        "KS",
+        "KS p",
+        "W1 ml",
+    ]
+    return (
+        f"<h2>Volumes ({html.escape(est)})</h2><p class=note>{html.escape(block['description'])}</p>"
+        + _table(rows, header)
+    )
+
+
+def _sets_figures(m: dict, extras: dict, fig: Path) -> list[Path]:
+    r, s = extras["sets"]["real"], extras["sets"]["synthetic"]
     vmax = 1.0 if m["preprocessing"]["intensity"] != "raw" else None
     pics = []
-    if r.montage:
-        pics.append(
-            montage(
-                r.montage,
-                [f"real {i.id}" for i in r.items[: len(r.montage)]],
-                fig / "montage_real.png",
-                vmax,
-            )
-        )
-    if s.montage:
-        pics.append(
-            montage(
-                s.montage,
-                [f"synthetic {i.id}" for i in s.items[: len(s.montage)]],
-                fig / "montage_synthetic.png",
-                vmax,
-            )
-        )
+    for name, st in (("real", r), ("synthetic", s)):
+        if st.montage:
+            titles = [f"{name} {i.id}" for i in st.items[: len(st.montage)]]
+            pics.append(montage(st.montage, titles, fig / f"montage_{name}.png", vmax))
     if r.gmm and s.gmm:
         pics.append(volume_histograms(r.gmm, s.gmm, "gmm", fig / "volumes_gmm.png"))
     if r.labels and all(r.labels) and s.labels and all(s.labels):
@@ -229,8 +225,7 @@ def _sets_sections(m: dict, extras: dict, fig: Path) -> list[str]:
                 fig / "features_pca.png",
             )
         )
-    parts.append("<h2>Figures</h2>" + "".join(_img(p) for p in pics))
-    return parts
+    return pics
 
 
 def _paired_sections(m: dict, extras: dict, fig: Path) -> list[str]:

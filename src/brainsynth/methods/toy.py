@@ -198,36 +198,7 @@ def sample(
         steps=steps or cfg.sample.steps,
         eta=cfg.sample.eta if eta is None else eta,
     )
-    process = build_process(cfg)
-    g = torch.Generator().manual_seed(seed)
-    shape = (1, *[cfg.data.size] * cfg.data.spatial_dims)
-    chunks = []
-    for start in range(0, n, batch_size):
-        b = min(batch_size, n - start)
-        x_T = randn_like(torch.empty((b, *shape), device=device), g)
-        if s.sampler == "ddim":
-            x = ddim_sample(
-                model,
-                process,
-                x_T,
-                steps=s.steps,
-                eta=s.eta,
-                generator=g,
-                progress=progress,
-                clip_x0=(-1.0, 1.0),
-            )
-        else:
-            x = ddpm_sample(
-                model,
-                process,
-                x_T,
-                steps=s.steps,
-                generator=g,
-                progress=progress,
-                clip_x0=(-1.0, 1.0),
-            )
-        chunks.append(x.clamp(-1, 1).float().cpu())
-    x_all = torch.cat(chunks).numpy()
+    x_all = _generate(cfg, model, s, n, seed, device, batch_size, progress)
     out.mkdir(parents=True, exist_ok=True)
     paths = [_save_npy(out / "samples.npy", x_all)]
     if cfg.data.spatial_dims == 3:
@@ -238,6 +209,24 @@ def sample(
     resolved = {"ckpt": str(ckpt), "n": n, "seed": seed, **to_dict(cfg), "sample": to_dict(s)}
     write_text_atomic(out / "config.yaml", dump_yaml(resolved))
     return paths
+
+
+def _generate(cfg: ToyConfig, model, s, n: int, seed: int, device, batch_size: int, progress):
+    """(n, 1, *S) samples in [-1, 1], in batches of ``batch_size``, from one seeded generator."""
+    process = build_process(cfg)
+    g = torch.Generator().manual_seed(seed)
+    shape = (1, *[cfg.data.size] * cfg.data.spatial_dims)
+    kw = {"steps": s.steps, "generator": g, "progress": progress, "clip_x0": (-1.0, 1.0)}
+    chunks = []
+    for start in range(0, n, batch_size):
+        b = min(batch_size, n - start)
+        x_T = randn_like(torch.empty((b, *shape), device=device), g)
+        if s.sampler == "ddim":
+            x = ddim_sample(model, process, x_T, eta=s.eta, **kw)
+        else:
+            x = ddpm_sample(model, process, x_T, **kw)
+        chunks.append(x.clamp(-1, 1).float().cpu())
+    return torch.cat(chunks).numpy()
 
 
 def _save_npy(path: Path, x: np.ndarray) -> Path:
