@@ -13,7 +13,7 @@ from brainsynth.cli.main import app
 from brainsynth.data.covariates import CovariateNormaliser
 from brainsynth.errors import InputError
 from brainsynth.io import read_volume
-from brainsynth.methods.ldm_sample import fill_covariates
+from brainsynth.methods.ldm_sample import fill_covariates, sample_ldm
 
 FAST = [
     "--set",
@@ -114,6 +114,18 @@ def test_ldm_cli_smoke(tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "s" / "samples.tsv"), delimiter="\t"))
     assert len(rows) == 2 and float(rows[0]["age"]) == 70 and float(rows[0]["sex"]) == 0
     assert (tmp_path / "s" / "montage.png").stat().st_size > 1000
+    # progress counts the steps of all batches: 3 volumes in batches of 2, 4 steps each
+    calls = []
+    sample_ldm(
+        tmp_path / "ldm",
+        {},
+        3,
+        tmp_path / "s3",
+        steps=4,
+        batch_size=2,
+        progress=lambda i, total: calls.append((i, total)),
+    )
+    assert calls == [(i, 8) for i in range(1, 9)]
     # bad input: diffusion stage without an autoencoder is a clear error, exit code 2
     r = run.invoke(
         app, ["train", "ldm", "--stage", "diffusion", "--out", str(tmp_path / "x"), *common]

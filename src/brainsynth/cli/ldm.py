@@ -59,8 +59,7 @@ def sample_ldm(
     device: str = DEVICE,
 ) -> None:
     """Generate T1w volumes with the given traits; missing ones are drawn from the training set."""
-    from tqdm import tqdm
-
+    from brainsynth.cli.sample import progress_bar
     from brainsynth.data.covariates import sex_code
     from brainsynth.methods.ldm_sample import sample_ldm as run
 
@@ -70,25 +69,19 @@ def sample_ldm(
         "ventricle_volume": ventricles,
         "brain_volume": brain,
     }
-    bar = tqdm(desc="sample", unit="step")
-
-    def progress(i: int, total: int) -> None:
-        bar.total = total
-        bar.update(1)
-
-    paths = run(
-        existing(ckpt, "checkpoint"),
-        cov,
-        n,
-        out,
-        steps=steps,
-        guidance=guidance,
-        eta=eta,
-        seed=seed,
-        device=resolve_device(device),
-        progress=progress,
-    )
-    bar.close()
+    with progress_bar(f"sample {n} volumes") as progress:
+        paths = run(
+            existing(ckpt, "checkpoint"),
+            cov,
+            n,
+            out,
+            steps=steps,
+            guidance=guidance,
+            eta=eta,
+            seed=seed,
+            device=resolve_device(device),
+            progress=progress,
+        )
     typer.echo(f"{len(paths)} volumes in {out} (montage.png, samples.tsv)")
 
 

@@ -100,13 +100,15 @@ def sample_ldm(
     z_shape = latent_shape(cfg, shape)
     g = torch.Generator().manual_seed(seed)
     paths, vols = [], []
+    n_batches = -(-n // batch_size)
     for start in range(0, n, batch_size):
         chunk = covs[start : start + batch_size]
+        overall = _overall(progress, start // batch_size, n_batches)
         vec = torch.from_numpy(np.stack([norm.transform(c) for c in chunk])).to(device)
         z_T = torch.randn((len(chunk), *z_shape), generator=g).to(device)
         cond = make_cond(vec, cfg.diffusion.conditioning, z_shape[1:])
         z = ddim_sample(
-            denoiser, process, z_T, steps=steps, cond=cond, eta=eta, generator=g, progress=progress
+            denoiser, process, z_T, steps=steps, cond=cond, eta=eta, generator=g, progress=overall
         )
         with torch.no_grad():
             x = crop_to(ae.decode(norm_z.invert(z)), shape).clamp(0, 1).float().cpu().numpy()
@@ -121,6 +123,13 @@ def sample_ldm(
     ]
     montage(vols[:8], out / "montage.png", titles[:8], vmax=1.0)
     return paths
+
+
+def _overall(progress, batch: int, n_batches: int):
+    """The sampler's per-batch ``progress(i, steps)`` as steps done over all batches."""
+    if progress is None:
+        return None
+    return lambda i, total: progress(batch * total + i, n_batches * total)
 
 
 def _write_table(path: Path, paths: list[Path], covs: list[dict]) -> None:
