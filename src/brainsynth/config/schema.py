@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from brainsynth.nn.layout import MemoryFormat
 from brainsynth.nn.presets import Preset
 
 Amp = Literal["auto", "bf16", "off"]
@@ -25,7 +26,9 @@ class TrainConfig:
     CUDA and fp32 on CPU (bf16 on a CPU without hardware support is ~280x slower). EMA: the EMA
     weights copy the model for the first ``ema_start`` steps, then follow
     ``ema = ema_decay * ema + (1 - ema_decay) * p`` after every optimiser step. ``*_every = 0``
-    disables that event; a checkpoint is always written at the last step.
+    disables that event; a checkpoint is always written at the last step. ``memory_format="auto"``
+    keeps 3D convolution weights channels-last on a single CPU process (``nn.layout``: ~30 %
+    faster there), contiguous elsewhere.
     """
 
     steps: int = 1000
@@ -48,6 +51,7 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 0
     device: DeviceName = "auto"
+    memory_format: MemoryFormat = "auto"
 
     def __post_init__(self) -> None:
         _positive(self, "steps", "batch_size", "grad_accum", "keep_last")

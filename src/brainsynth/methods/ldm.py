@@ -33,6 +33,7 @@ from brainsynth.methods.ldm_data import (
 )
 from brainsynth.methods.ldm_losses import AEWithDiscriminator, ae_loss, diffusion_loss
 from brainsynth.nn.autoencoder import build_autoencoder, downsample_factor
+from brainsynth.nn.layout import set_memory_format
 from brainsynth.nn.presets import UNET_PRESETS
 from brainsynth.nn.unet import build_unet
 from brainsynth.training.checkpoint import load_checkpoint
@@ -189,7 +190,8 @@ def load_autoencoder(ae_dir: Path, device) -> tuple:
     stats_file = Path(ae_dir) / "latent_stats.json"
     if not stats_file.exists():
         raise InputError(stats_file, "missing: the autoencoder run did not finish")
-    return ae.to(device).eval(), cfg, json.loads(stats_file.read_text())["scale_factor"]
+    ae = set_memory_format(ae.to(device).eval(), device, cfg.train_ae.memory_format)
+    return ae, cfg, json.loads(stats_file.read_text())["scale_factor"]
 
 
 def train_diffusion(

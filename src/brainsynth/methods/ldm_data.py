@@ -83,9 +83,9 @@ def encode_all(
     for start in range(0, len(data), batch_size):
         items = [data[i] for i in range(start, min(start + batch_size, len(data)))]
         x = torch.stack([it["image"] for it in items]).to(device)
-        lat.append(ae.encode(x)[0].float().cpu())
+        lat.append(ae.encode(x)[0].float().cpu().contiguous())
         if mirror:
-            lat_m.append(ae.encode(mirror_lr(x, data.shape[0]))[0].float().cpu())
+            lat_m.append(ae.encode(mirror_lr(x, data.shape[0]))[0].float().cpu().contiguous())
         cov.append(torch.stack([it["covariates"] for it in items]))
     covariates = torch.cat(cov)
     if mirror:

@@ -21,6 +21,7 @@ from brainsynth.methods.ldm import (
 )
 from brainsynth.methods.ldm_data import LatentNorm, crop_to
 from brainsynth.methods.ldm_losses import make_cond
+from brainsynth.nn.layout import set_memory_format
 from brainsynth.sampling import ddim_sample, guided
 from brainsynth.training.checkpoint import load_checkpoint
 from brainsynth.viz import montage
@@ -91,7 +92,7 @@ def sample_ldm(
     norm_z = LatentNorm.load(meta.get("latent_norm"), meta["scale_factor"])
     model = build_denoiser(cfg)
     model.load_state_dict(ck["ema"])
-    model.to(device).eval()
+    set_memory_format(model.to(device).eval(), device, cfg.train_diffusion.memory_format)
     process = build_process(cfg)
     denoiser = guided(model, guidance) if cfg.diffusion.conditioning != "concat" else model
     ds = cfg.data.downsample
@@ -111,15 +112,23 @@ def sample_ldm(
             denoiser, process, z_T, steps=steps, cond=cond, eta=eta, generator=g, progress=overall
         )
         with torch.no_grad():
-            x = crop_to(ae.decode(norm_z.invert(z)), shape).clamp(0, 1).float().cpu().numpy()
+            x = (
+                crop_to(ae.decode(norm_z.invert(z)), shape)
+                .clamp(0, 1)
+                .float()
+                .cpu()
+                .contiguous()
+                .numpy()
+            )
         for j in range(len(chunk)):
             p = write_volume(Volume(x[j, 0], affine), out / f"sample_{start + j:03d}_T1w.nii.gz")
             paths.append(p)
             vols.append(x[j, 0])
     _write_table(out / "samples.tsv", paths, covs)
     titles = [
-        f"{p.name}: age {c['age']:.0f}, {'M' if c['sex'] >= 0.5 else 'F'}, vent {c['ventricle_volume'] / 1000:.0f} ml"
-        for p, c in zip(paths, covs, strict=True)
+        f"{i:03d}: {c['age']:.0f} y, {'M' if c['sex'] >= 0.5 else 'F'}, "
+        f"vent {c['ventricle_volume'] / 1000:.0f} ml, brain {c['brain_volume'] / 1e6:.2f} l"
+        for i, c in enumerate(covs)
     ]
     montage(vols[:8], out / "montage.png", titles[:8], vmax=1.0)
     return paths

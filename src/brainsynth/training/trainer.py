@@ -44,6 +44,7 @@ from tqdm import tqdm
 from brainsynth.config import TrainConfig, dump_yaml, to_dict
 from brainsynth.errors import InputError
 from brainsynth.io import write_text_atomic
+from brainsynth.nn.layout import set_memory_format
 from brainsynth.training.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from brainsynth.training.distributed import (
     all_gather_objects,
@@ -130,6 +131,9 @@ class Trainer:
         """The model on the device (checkpointing switched on if asked), its EMA and DDP wrapper."""
         cfg = self.cfg
         self.model = unwrap(model).to(self.device)
+        # "auto" stays contiguous under DDP: its gradient buckets were not measured channels-last
+        auto_ddp = self.dist.enabled and cfg.memory_format == "auto"
+        set_memory_format(self.model, self.device, "contiguous" if auto_ddp else cfg.memory_format)
         if cfg.grad_checkpointing and enable_grad_checkpointing(self.model) == 0:
             warnings.warn(
                 "train.grad_checkpointing is set but the model has no checkpointing switch",
