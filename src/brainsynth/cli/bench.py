@@ -2,7 +2,7 @@
 denoising UNet presets at given sizes and batch sizes, on CPU and (when present) CUDA.
 
 A training step is what the trainer does (bf16 autocast on CUDA, fp32 on CPU; forward, backward,
-gradient clipping, AdamW); a sampling step is one DDIM step (one forward pass, no gradients). Peak
+gradient clipping, AdamW; the trainer's default memory layout, ``nn.layout``); a sampling step is one DDIM step (one forward pass, no gradients). Peak
 memory: ``torch.cuda.max_memory_allocated`` on CUDA; on CPU the peak resident set size of a fresh
 child process per configuration (``ru_maxrss``: it includes torch itself, ~0.3-0.5 GiB).
 Figures are printed, never asserted (``benchmarks/engine.py`` is the script form).
@@ -49,12 +49,14 @@ def _bench_steps(
     import torch
 
     from brainsynth.diffusion.gaussian import GaussianProcess
+    from brainsynth.nn.layout import set_memory_format
     from brainsynth.nn.unet import build_unet
     from brainsynth.sampling import ddim_sample
     from brainsynth.training.losses import diffusion_loss
 
     torch.manual_seed(0)
     model = build_unet(preset, spatial_dims, 1, 1, grad_checkpointing=grad_checkpointing).to(dev)
+    set_memory_format(model, dev)  # the trainer's default layout (channels-last 3D on the CPU)
     process = GaussianProcess(1000)
     loss_fn = diffusion_loss(process)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True)
