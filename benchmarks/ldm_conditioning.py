@@ -103,10 +103,11 @@ def measure_real(cache: Path, downsample: int, prior: np.ndarray | None = None) 
 
 
 def real_age_ventricles(cache: Path) -> np.ndarray:
-    """(age, label-map ventricles) of the cache's training subjects."""
+    """(age, label-map ventricles) of the cache's training subjects that have both."""
     ds = CacheDataset(cache, "train", with_labels=False)
     raws = [ds[i]["covariates_raw"] for i in range(len(ds))]
-    return np.array([(r["age"], r["ventricle_volume"]) for r in raws])
+    a = np.array([(r["age"], r["ventricle_volume"]) for r in raws], dtype=float)
+    return a[np.isfinite(a).all(1)]
 
 
 def print_r(a: np.ndarray, what: str) -> None:
@@ -204,11 +205,14 @@ def main() -> None:
     correlations(synth, "synthetic", args.covariate)
     if coef is not None:
         print_r(synth, f"synthetic requested {args.covariate} vs dark volume")
-        print_slope(synth, coef, "synthetic", unit)
+        print_slope(synth, coef, "synthetic", unit.rstrip("s"))
         if args.covariate == "age":
             train = real_age_ventricles(args.real)
             slope = np.polyfit(train[:, 0], train[:, 1], 1)[0]
-            print(f"real (train split, label maps): ventricles change by {slope:.3g} mm3 per year")
+            print(
+                f"real (train split, label maps, n={len(train)}): ventricles change by "
+                f"{slope:.3g} mm3 per year"
+            )
     print("measured with: evaluation.anatomy.tissue_volumes_gmm (label-free ventricle proxy)")
 
 
