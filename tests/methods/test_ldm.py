@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import warnings
 
 import numpy as np
 import pytest
@@ -88,25 +89,27 @@ def test_ldm_cli_smoke(tmp_path):
         ],
     )
     assert r.exit_code == 0, r.output
-    r = run.invoke(
-        app,
-        [
-            "sample",
-            "ldm",
-            "--ckpt",
-            str(tmp_path / "ldm"),
-            "--out",
-            str(tmp_path / "s"),
-            "-n",
-            "2",
-            "--age",
-            "70",
-            "--sex",
-            "F",
-            "--device",
-            "cpu",
-        ],
-    )
+    # the phantoms are 78 years old: asking for 70 warns that the model extrapolates
+    with pytest.warns(UserWarning, match="outside the training range"):
+        r = run.invoke(
+            app,
+            [
+                "sample",
+                "ldm",
+                "--ckpt",
+                str(tmp_path / "ldm"),
+                "--out",
+                str(tmp_path / "s"),
+                "-n",
+                "2",
+                "--age",
+                "70",
+                "--sex",
+                "F",
+                "--device",
+                "cpu",
+            ],
+        )
     assert r.exit_code == 0, r.output
     vol = read_volume(tmp_path / "s" / "sample_000_T1w.nii.gz")
     assert vol.shape == (32, 40, 32) and np.allclose(vol.spacing, 4.0) and vol.orientation == "RAS"
@@ -126,6 +129,20 @@ def test_ldm_cli_smoke(tmp_path):
         progress=lambda i, total: calls.append((i, total)),
     )
     assert calls == [(i, 8) for i in range(1, 9)]
+    r = run.invoke(
+        app,
+        [
+            "sample",
+            "ldm",
+            "--ckpt",
+            str(tmp_path / "ldm"),
+            "--out",
+            str(tmp_path / "s0"),
+            "-n",
+            "0",
+        ],
+    )
+    assert r.exit_code != 0 and "at least 1" in str(r.exception)  # `brainsynth` exits with 2
     # bad input: diffusion stage without an autoencoder is a clear error, exit code 2
     r = run.invoke(
         app, ["train", "ldm", "--stage", "diffusion", "--out", str(tmp_path / "x"), *common]
@@ -146,6 +163,29 @@ def test_fill_covariates_keeps_given_and_samples_close_rows():
     assert np.mean([o["ventricle_volume"] == 50000.0 for o in out]) > 0.9
     full = {"age": 30.0, "sex": 1.0, "ventricle_volume": 2e4, "brain_volume": 1.2e6}
     assert fill_covariates(full, rows, norm, 3, rng) == [full] * 3
+
+
+@pytest.mark.parametrize(
+    "given,match",
+    [({"ventricle_volume": -5.0}, "non-negative"), ({"age": float("inf")}, "finite")],
+)
+def test_fill_covariates_rejects_impossible_values(given, match):
+    rows = [{"age": 20.0, "sex": 0.0, "ventricle_volume": 1e4, "brain_volume": 1.1e6}]
+    with pytest.raises(InputError, match=match):
+        fill_covariates(given, rows, CovariateNormaliser.fit(rows), 1, np.random.default_rng(0))
+
+
+def test_fill_covariates_warns_outside_the_training_range():
+    rows = [
+        {"age": 20.0, "sex": 0.0, "ventricle_volume": 1e4, "brain_volume": 1.1e6},
+        {"age": 80.0, "sex": 1.0, "ventricle_volume": 5e4, "brain_volume": 1.3e6},
+    ]
+    norm, rng = CovariateNormaliser.fit(rows), np.random.default_rng(0)
+    with pytest.warns(UserWarning, match=r"ventricle_volume 200000 is outside .*\[10000, 50000\]"):
+        fill_covariates({"ventricle_volume": 2e5}, rows, norm, 1, rng)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fill_covariates({"age": 50.0, "sex": 1.0}, rows, norm, 1, rng)
 
 
 @pytest.mark.parametrize("sample_posterior", [True, False])

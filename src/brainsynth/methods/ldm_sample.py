@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import csv
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from brainsynth.data.covariates import COVARIATES, CovariateNormaliser, check_names
+from brainsynth.data.covariates import COVARIATES, CovariateNormaliser, check_names, parse_value
 from brainsynth.data.prepare import reference_affine
+from brainsynth.errors import InputError
 from brainsynth.io import Volume, write_text_atomic, write_volume
 from brainsynth.methods.ldm import (
     build_denoiser,
@@ -37,7 +39,9 @@ def fill_covariates(
     """Complete missing covariates by sampling training subjects, weighted by how close they are to
     the given ones (Gaussian kernel, bandwidth 0.5 SD): a crude conditional p(missing | given)."""
     check_names(given)
-    known = {k: v for k, v in given.items() if v is not None}
+    parsed = {k: parse_value(k, v) for k, v in given.items()}  # NaN, "n/a": missing
+    known = {k: v for k, v in parsed.items() if v is not None}
+    _warn_outside(known, rows)
     out = []
     for _ in range(n):
         if len(known) == len(COVARIATES):
@@ -62,6 +66,18 @@ def fill_covariates(
     return out
 
 
+def _warn_outside(known: dict, rows: list[dict]) -> None:
+    """A warning for each requested covariate outside the training subjects' range."""
+    for k, v in known.items():
+        col = [r[k] for r in rows if r.get(k) is not None]
+        if k != "sex" and col and not min(col) <= v <= max(col):
+            warnings.warn(
+                f"requested {k} {v:g} is outside the training range [{min(col):g}, {max(col):g}]:"
+                " the model extrapolates",
+                stacklevel=3,
+            )
+
+
 def sample_ldm(
     ckpt: str | Path,
     covariates: dict[str, float | None],
@@ -76,6 +92,8 @@ def sample_ldm(
     batch_size: int = 4,
     progress=None,
 ) -> list[Path]:
+    if n < 1:
+        raise InputError(None, f"the number of volumes must be at least 1, got {n}")
     out = Path(out)
     ck = load_checkpoint(ckpt, names=("ema",), with_state=False)
     meta = ck["meta"]["config"]
