@@ -20,7 +20,9 @@ label maps have ventricle, at the run's resolution): sum over the region of clip
 x voxel volume, w the 90th intensity percentile in the brain (a linear CSF fraction; grey matter
 in the region counts in part, so it is a relative measure, judged by its correlation). A line fitted
 on the real subjects maps it to label-map ventricle volume; the benchmark prints each level's
-calibrated volume and the slope of calibrated against requested volume (1 would be exact). With
+calibrated volume and the slope of calibrated against requested volume (1 would be exact); the
+same slope on the run's autoencoder reconstructions of the real subjects is the ceiling for samples
+decoded by that autoencoder (its blur lightens the ventricles). With
 ``--covariate age`` that slope (mm3 per year) is printed next to the training set's own.
 """
 
@@ -102,6 +104,27 @@ def measure_real(cache: Path, downsample: int, prior: np.ndarray | None = None) 
     return np.array(rows)
 
 
+@torch.no_grad()
+def measure_recon(cache: Path, downsample: int, prior: np.ndarray, ae_dir: Path) -> np.ndarray:
+    """(true ventricles, dark volume of the autoencoder's reconstruction) of val+test subjects:
+    what samples decoded by this autoencoder could show at best."""
+    from brainsynth.methods.ldm import load_autoencoder
+    from brainsynth.methods.ldm_data import ImageSet, crop_to
+    from brainsynth.nn.autoencoder import downsample_factor
+
+    ae, cfg, _ = load_autoencoder(ae_dir, "cpu")
+    rows = []
+    for split in ("val", "test"):
+        data = ImageSet(cache, split, downsample, downsample_factor(cfg.ae.preset))
+        spacing = np.broadcast_to(data.base.info["spacing"], 3).astype(float) * downsample
+        for i in range(len(data)):
+            x = data[i]["image"][None]
+            rec = crop_to(ae.decode(ae.encode(x)[0]), data.shape).clamp(0, 1)
+            dark = dark_volume(rec[0, 0].contiguous().numpy(), prior, float(np.prod(spacing)))
+            rows.append((data.base[i]["covariates_raw"]["ventricle_volume"], dark))
+    return np.array(rows)
+
+
 def real_age_ventricles(cache: Path) -> np.ndarray:
     """(age, label-map ventricles) of the cache's training subjects that have both."""
     ds = CacheDataset(cache, "train", with_labels=False)
@@ -124,10 +147,9 @@ def calibration(real: np.ndarray) -> np.ndarray:
     return np.polyfit(real[:, 4], real[:, 0], 1)
 
 
-def print_slope(a: np.ndarray, coef: np.ndarray, what: str, unit: str) -> None:
-    """Slope of the calibrated ventricle estimate against the requested covariate (column 0)."""
-    slope = np.polyfit(a[:, 0], np.polyval(coef, a[:, 4]), 1)[0]
-    print(f"{what}: calibrated ventricles change by {slope:.3g} mm3 per requested {unit}")
+def calibrated_slope(x: np.ndarray, dark: np.ndarray, coef: np.ndarray) -> float:
+    """Slope of the calibrated ventricle estimate ``polyval(coef, dark)`` against ``x``."""
+    return float(np.polyfit(x, np.polyval(coef, dark), 1)[0])
 
 
 def correlations(a: np.ndarray, what: str, covariate: str = "ventricle_volume") -> None:
@@ -165,13 +187,21 @@ def main() -> None:
 
     prior = coef = None
     if args.real is not None:
-        meta = load_checkpoint(args.run, names=(), with_state=False)["meta"]["config"]
-        ds = config_from_meta(meta).data.downsample
+        run_meta = load_checkpoint(args.run, names=(), with_state=False)["meta"]["config"]
+        ds = config_from_meta(run_meta).data.downsample
         prior = ventricle_prior(args.real, ds)
         real = measure_real(args.real, ds, prior)
         correlations(real, "real")
         print_r(real, "real ventricles vs dark volume in the prior")
         coef = calibration(real)
+        rec = measure_recon(args.real, ds, prior, Path(run_meta["ae_dir"]))
+        print(
+            f"autoencoder reconstructions of the same subjects: Pearson r="
+            f"{pearsonr(rec[:, 0], rec[:, 1]).statistic:.3f}; calibrated ventricles change by "
+            f"{calibrated_slope(rec[:, 0], rec[:, 1], coef):.3g} mm3 per true mm3 (real images: "
+            f"{calibrated_slope(real[:, 0], real[:, 4], coef):.3g}; the most samples decoded by "
+            "this autoencoder can show)"
+        )
 
     allrows = []
     prefix, unit = ("vent", "mm3") if args.covariate == "ventricle_volume" else ("age", "years")
@@ -205,7 +235,11 @@ def main() -> None:
     correlations(synth, "synthetic", args.covariate)
     if coef is not None:
         print_r(synth, f"synthetic requested {args.covariate} vs dark volume")
-        print_slope(synth, coef, "synthetic", unit.rstrip("s"))
+        slope = calibrated_slope(synth[:, 0], synth[:, 4], coef)
+        print(
+            f"synthetic: calibrated ventricles change by {slope:.3g} mm3 per requested "
+            f"{unit.rstrip('s')}"
+        )
         if args.covariate == "age":
             train = real_age_ventricles(args.real)
             slope = np.polyfit(train[:, 0], train[:, 1], 1)[0]
