@@ -20,7 +20,7 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
     assert r.exit_code == 0, r.output
     ae_log = [json.loads(line) for line in open(out / "ae" / "log.jsonl")]
     assert max(row["step"] for row in ae_log if "step" in row) == 3  # --ae-steps reaches stage 1
-    for folder, n in (("samples", 4), ("samples_age30", 2), ("samples_age80", 2)):
+    for folder, n in (("samples", 4), ("samples_age30", 2), ("samples_age75", 2)):
         vols = sorted((out / folder).glob("sample_*_T1w.nii.gz"))
         assert len(vols) == n and (out / folder / "montage.png").exists()
     v = read_volume(vols[0])

@@ -36,9 +36,12 @@ def demo(
     typer.echo("3/5 train autoencoder and latent diffusion (tiny, a smoke run)")
     ldm.train_autoencoder(cfg, out / "cache", out / "ae", device=dev)
     ldm.train_diffusion(cfg, out / "cache", out / "ae", out / "ldm", device=dev)
-    typer.echo("4/5 sample: 4 with covariates drawn from the cohort, 2 at age 30, 2 at age 80")
+    typer.echo("4/5 sample: 4 with covariates drawn from the cohort, 2 at age 30, 2 at age 75")
     sample_ldm(out / "ldm", {}, 4, out / "samples", device=dev, seed=0)
-    for age in (30, 80):
+    for age in (
+        30,
+        75,
+    ):  # well inside the phantoms' U(20, 85) ages (80 was past the 6-phantom range)
         sample_ldm(
             out / "ldm", {"age": float(age)}, 2, out / f"samples_age{age}", device=dev, seed=age
         )
