@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from brainsynth.cli.main import app
 from brainsynth.config import load_config
 from brainsynth.errors import InputError
-from brainsynth.methods import available_methods, get_method
+from brainsynth.methods import available_methods, get_method, toy
 from brainsynth.methods.toy import ToyConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -99,6 +99,12 @@ def test_train_resume_and_sample_2d(tmp_path):
         )
     )
     assert np.array_equal(np.load(tmp_path / "again" / "samples.npy"), x)
+    # progress counts the steps of all batches: 3 samples in batches of 2, 3 steps each
+    calls = []
+    toy.sample(
+        run, tmp_path / "b", n=3, steps=3, batch_size=2, progress=lambda i, t: calls.append((i, t))
+    )
+    assert calls == [(i, 6) for i in range(1, 7)]
 
 
 def test_train_and_sample_3d_writes_nifti(tmp_path):

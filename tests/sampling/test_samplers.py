@@ -19,7 +19,14 @@ from brainsynth.diffusion.base import Cond
 from brainsynth.diffusion.bridge import BrownianBridgeProcess
 from brainsynth.diffusion.gaussian import GaussianProcess
 from brainsynth.nn.unet import build_unet
-from brainsynth.sampling import SAMPLERS, bridge_sample, ddim_sample, ddpm_sample, guided
+from brainsynth.sampling import (
+    SAMPLERS,
+    batch_progress,
+    bridge_sample,
+    ddim_sample,
+    ddpm_sample,
+    guided,
+)
 from brainsynth.sampling.schedule import timesteps
 
 F64 = torch.float64
@@ -434,3 +441,13 @@ def test_quadratic_spacing_reduces_bridge_under_dispersion():
     }
     assert 0.17 < std["uniform"] < 0.21
     assert 0.23 < std["quadratic"] < 0.27
+
+
+def test_batch_progress_counts_steps_over_all_batches():
+    calls = []
+    for b in range(3):
+        per_batch = batch_progress(lambda i, total: calls.append((i, total)), b, 3)
+        for i in (1, 2):
+            per_batch(i, 2)
+    assert calls == [(i, 6) for i in range(1, 7)]
+    assert batch_progress(None, 0, 1) is None

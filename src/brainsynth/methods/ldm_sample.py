@@ -24,7 +24,7 @@ from brainsynth.methods.ldm import (
 from brainsynth.methods.ldm_data import LatentNorm, crop_to
 from brainsynth.methods.ldm_losses import make_cond
 from brainsynth.nn.layout import set_memory_format
-from brainsynth.sampling import ddim_sample, guided
+from brainsynth.sampling import batch_progress, ddim_sample, guided
 from brainsynth.training.checkpoint import load_checkpoint
 from brainsynth.viz import montage
 
@@ -122,7 +122,7 @@ def sample_ldm(
     n_batches = -(-n // batch_size)
     for start in range(0, n, batch_size):
         chunk = covs[start : start + batch_size]
-        overall = _overall(progress, start // batch_size, n_batches)
+        overall = batch_progress(progress, start // batch_size, n_batches)
         vec = torch.from_numpy(np.stack([norm.transform(c) for c in chunk])).to(device)
         z_T = torch.randn((len(chunk), *z_shape), generator=g).to(device)
         cond = make_cond(vec, cfg.diffusion.conditioning, z_shape[1:])
@@ -130,33 +130,22 @@ def sample_ldm(
             denoiser, process, z_T, steps=steps, cond=cond, eta=eta, generator=g, progress=overall
         )
         with torch.no_grad():
-            x = (
-                crop_to(ae.decode(norm_z.invert(z)), shape)
-                .clamp(0, 1)
-                .float()
-                .cpu()
-                .contiguous()
-                .numpy()
-            )
+            dec = crop_to(ae.decode(norm_z.invert(z)), shape).clamp(0, 1).float().cpu()
+        x = dec.contiguous().numpy()  # channels-last decoder output -> C order for NIfTI
         for j in range(len(chunk)):
             p = write_volume(Volume(x[j, 0], affine), out / f"sample_{start + j:03d}_T1w.nii.gz")
             paths.append(p)
             vols.append(x[j, 0])
     _write_table(out / "samples.tsv", paths, covs)
-    titles = [
-        f"{i:03d}: {c['age']:.0f} y, {'M' if c['sex'] >= 0.5 else 'F'}, "
-        f"vent {c['ventricle_volume'] / 1000:.0f} ml, brain {c['brain_volume'] / 1e6:.2f} l"
-        for i, c in enumerate(covs)
-    ]
-    montage(vols[:8], out / "montage.png", titles[:8], vmax=1.0)
+    montage(vols[:8], out / "montage.png", [_title(i, c) for i, c in enumerate(covs[:8])], vmax=1.0)
     return paths
 
 
-def _overall(progress, batch: int, n_batches: int):
-    """The sampler's per-batch ``progress(i, steps)`` as steps done over all batches."""
-    if progress is None:
-        return None
-    return lambda i, total: progress(batch * total + i, n_batches * total)
+def _title(i: int, c: dict) -> str:
+    return (
+        f"{i:03d}: {c['age']:.0f} y, {'M' if c['sex'] >= 0.5 else 'F'}, "
+        f"vent {c['ventricle_volume'] / 1000:.0f} ml, brain {c['brain_volume'] / 1e6:.2f} l"
+    )
 
 
 def _write_table(path: Path, paths: list[Path], covs: list[dict]) -> None:

@@ -30,7 +30,7 @@ from brainsynth.config import (
 from brainsynth.diffusion.gaussian import GaussianProcess
 from brainsynth.io import Volume, write_bytes_atomic, write_text_atomic, write_volume
 from brainsynth.nn.unet import build_unet
-from brainsynth.sampling import ddim_sample, ddpm_sample
+from brainsynth.sampling import batch_progress, ddim_sample, ddpm_sample
 from brainsynth.training.checkpoint import load_model_for_inference, read_meta
 from brainsynth.training.distributed import get_dist_info, seed_everything
 from brainsynth.training.losses import diffusion_loss, randn_like
@@ -216,10 +216,11 @@ def _generate(cfg: ToyConfig, model, s, n: int, seed: int, device, batch_size: i
     process = build_process(cfg)
     g = torch.Generator().manual_seed(seed)
     shape = (1, *[cfg.data.size] * cfg.data.spatial_dims)
-    kw = {"steps": s.steps, "generator": g, "progress": progress, "clip_x0": (-1.0, 1.0)}
-    chunks = []
+    kw = {"steps": s.steps, "generator": g, "clip_x0": (-1.0, 1.0)}
+    chunks, n_batches = [], -(-n // batch_size)
     for start in range(0, n, batch_size):
         b = min(batch_size, n - start)
+        kw["progress"] = batch_progress(progress, start // batch_size, n_batches)
         x_T = randn_like(torch.empty((b, *shape), device=device), g)
         if s.sampler == "ddim":
             x = ddim_sample(model, process, x_T, eta=s.eta, **kw)

@@ -5,8 +5,9 @@
 returning x0. ``x_T`` is the start: pure noise at index T-1 for the Gaussian process (``y`` is
 ignored), the end point y at t = T for the bridge (``y`` defaults to ``x_T``). Extra keywords:
 ``eta`` (ddim, bridge), ``boot_noise`` (bridge) and ``clip_x0=(lo, hi)`` (all).
-``progress(step, total)`` is called after each of the ``steps`` network calls. All randomness
-comes from ``generator``; the samplers run under ``torch.no_grad``.
+``progress(step, total)`` is called after each of the ``steps`` network calls
+(:func:`batch_progress` turns it into steps over all batches of a job). All randomness comes from
+``generator``; the samplers run under ``torch.no_grad``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable
 
 from torch import Tensor
 
+from brainsynth.diffusion.base import Progress
 from brainsynth.sampling.bridge import bridge_sample
 from brainsynth.sampling.ddim import ddim_sample
 from brainsynth.sampling.ddpm import ddpm_sample
@@ -26,4 +28,21 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "bridge": bridge_sample,
 }
 
-__all__ = ["SAMPLERS", "Guided", "bridge_sample", "ddim_sample", "ddpm_sample", "guided"]
+
+def batch_progress(progress: Progress | None, batch: int, n_batches: int) -> Progress | None:
+    """The sampler's ``progress(i, steps)`` for batch ``batch`` (0-based) of ``n_batches``, as
+    steps done over all batches: ``progress(batch * steps + i, n_batches * steps)``."""
+    if progress is None:
+        return None
+    return lambda i, total: progress(batch * total + i, n_batches * total)
+
+
+__all__ = [
+    "SAMPLERS",
+    "Guided",
+    "batch_progress",
+    "bridge_sample",
+    "ddim_sample",
+    "ddpm_sample",
+    "guided",
+]
