@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import pearsonr, spearmanr
 
-from brainsynth.data.cache import CacheDataset
+from brainsynth.data.cache import CacheDataset, read_cache_manifest
 from brainsynth.data.labels import ventricle_mask
 from brainsynth.evaluation.anatomy import tissue_volumes_gmm
 from brainsynth.io import read_volume
@@ -85,51 +85,54 @@ def measure_samples(folder: Path, covariate: str, prior: np.ndarray | None = Non
     return np.array(out)
 
 
-def measure_real(cache: Path, downsample: int, prior: np.ndarray | None = None) -> np.ndarray:
-    """(true ventricles, proxy ventricles, true brain, proxy brain, dark volume) of val+test
-    subjects."""
+@torch.no_grad()
+def measure_real(
+    cache: Path, downsample: int, prior: np.ndarray | None = None, ae_dir: Path | None = None
+) -> np.ndarray:
+    """(true ventricles, proxy ventricles, true brain, proxy brain, dark volume, dark volume of
+    the reconstruction by the autoencoder in ``ae_dir``, NaN without one) of val+test subjects.
+    The last is what samples decoded by that autoencoder could show at best."""
+    from brainsynth.methods.ldm import load_autoencoder
+    from brainsynth.methods.ldm_data import crop_to, pad_to, padded_shape
+    from brainsynth.nn.autoencoder import downsample_factor
+
+    ae = cfg = None
+    if ae_dir is not None:
+        ae, cfg, _ = load_autoencoder(ae_dir, "cpu")
     rows = []
     for split in ("val", "test"):
         ds = CacheDataset(cache, split, with_labels=False)
         spacing = tuple(float(s) * downsample for s in np.broadcast_to(ds.info["spacing"], 3))
+        voxel = float(np.prod(spacing))
         for i in range(len(ds)):
             item = ds[i]
             img = _pool(item["image"][0].numpy(), downsample)
             v = proxy(img, spacing)
             raw = item["covariates_raw"]
-            dark = dark_volume(img, prior, float(np.prod(spacing)))
+            rec_dark = float("nan")
+            if ae is not None:
+                x = torch.from_numpy(img)[None, None]
+                x = pad_to(x, padded_shape(img.shape, downsample_factor(cfg.ae.preset)))
+                rec = crop_to(ae.decode(ae.encode(x)[0]), img.shape).clamp(0, 1)
+                rec_dark = dark_volume(rec[0, 0].contiguous().numpy(), prior, voxel)
+            dark = dark_volume(img, prior, voxel)
             rows.append(
-                (raw["ventricle_volume"], v["ventricles"], raw["brain_volume"], v["brain"], dark)
+                (
+                    raw["ventricle_volume"],
+                    v["ventricles"],
+                    raw["brain_volume"],
+                    v["brain"],
+                    dark,
+                    rec_dark,
+                )
             )
-    return np.array(rows)
-
-
-@torch.no_grad()
-def measure_recon(cache: Path, downsample: int, prior: np.ndarray, ae_dir: Path) -> np.ndarray:
-    """(true ventricles, dark volume of the autoencoder's reconstruction) of val+test subjects:
-    what samples decoded by this autoencoder could show at best."""
-    from brainsynth.methods.ldm import load_autoencoder
-    from brainsynth.methods.ldm_data import ImageSet, crop_to
-    from brainsynth.nn.autoencoder import downsample_factor
-
-    ae, cfg, _ = load_autoencoder(ae_dir, "cpu")
-    rows = []
-    for split in ("val", "test"):
-        data = ImageSet(cache, split, downsample, downsample_factor(cfg.ae.preset))
-        spacing = np.broadcast_to(data.base.info["spacing"], 3).astype(float) * downsample
-        for i in range(len(data)):
-            x = data[i]["image"][None]
-            rec = crop_to(ae.decode(ae.encode(x)[0]), data.shape).clamp(0, 1)
-            dark = dark_volume(rec[0, 0].contiguous().numpy(), prior, float(np.prod(spacing)))
-            rows.append((data.base[i]["covariates_raw"]["ventricle_volume"], dark))
     return np.array(rows)
 
 
 def real_age_ventricles(cache: Path) -> np.ndarray:
     """(age, label-map ventricles) of the cache's training subjects that have both."""
-    ds = CacheDataset(cache, "train", with_labels=False)
-    raws = [ds[i]["covariates_raw"] for i in range(len(ds))]
-    a = np.array([(r["age"], r["ventricle_volume"]) for r in raws], dtype=float)
+    rows = read_cache_manifest(cache, "train")
+    a = np.array([(r["age"], r["ventricle_volume"]) for r in rows], dtype=float)  # None -> NaN
     return a[np.isfinite(a).all(1)]
 
 
@@ -190,15 +193,14 @@ def main() -> None:
         run_meta = load_checkpoint(args.run, names=(), with_state=False)["meta"]["config"]
         ds = config_from_meta(run_meta).data.downsample
         prior = ventricle_prior(args.real, ds)
-        real = measure_real(args.real, ds, prior)
+        real = measure_real(args.real, ds, prior, Path(run_meta["ae_dir"]))
         correlations(real, "real")
         print_r(real, "real ventricles vs dark volume in the prior")
         coef = calibration(real)
-        rec = measure_recon(args.real, ds, prior, Path(run_meta["ae_dir"]))
         print(
             f"autoencoder reconstructions of the same subjects: Pearson r="
-            f"{pearsonr(rec[:, 0], rec[:, 1]).statistic:.3f}; calibrated ventricles change by "
-            f"{calibrated_slope(rec[:, 0], rec[:, 1], coef):.3g} mm3 per true mm3 (real images: "
+            f"{pearsonr(real[:, 0], real[:, 5]).statistic:.3f}; calibrated ventricles change by "
+            f"{calibrated_slope(real[:, 0], real[:, 5], coef):.3g} mm3 per true mm3 (real images: "
             f"{calibrated_slope(real[:, 0], real[:, 4], coef):.3g}; the most samples decoded by "
             "this autoencoder can show)"
         )
