@@ -2,9 +2,10 @@
 denoising UNet presets at given sizes and batch sizes, on CPU and (when present) CUDA.
 
 A training step is what the trainer does (bf16 autocast on CUDA, fp32 on CPU; forward, backward,
-gradient clipping, AdamW; the trainer's default memory layout, ``nn.layout``); a sampling step is one DDIM step (one forward pass, no gradients). Peak
-memory: ``torch.cuda.max_memory_allocated`` on CUDA; on CPU the peak resident set size of a fresh
-child process per configuration (``ru_maxrss``: it includes torch itself, ~0.3-0.5 GiB).
+gradient clipping, AdamW; the trainer's default memory layout, ``nn.layout``); a sampling step is
+one DDIM step (one forward pass, no gradients). Peak memory: ``torch.cuda.max_memory_allocated``
+on CUDA; on CPU the peak resident set size of a fresh child process per configuration
+(``ru_maxrss``: it includes torch itself, ~0.3-0.5 GiB).
 Figures are printed, never asserted (``benchmarks/engine.py`` is the script form).
 """
 

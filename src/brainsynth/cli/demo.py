@@ -38,10 +38,8 @@ def demo(
     ldm.train_diffusion(cfg, out / "cache", out / "ae", out / "ldm", device=dev)
     typer.echo("4/5 sample: 4 with covariates drawn from the cohort, 2 at age 30, 2 at age 75")
     sample_ldm(out / "ldm", {}, 4, out / "samples", device=dev, seed=0)
-    for age in (
-        30,
-        75,
-    ):  # well inside the phantoms' U(20, 85) ages (80 was past the 6-phantom range)
+    # well inside the phantoms' U(20, 85) ages (80 lay past the 6-phantom cohort's range)
+    for age in (30, 75):
         sample_ldm(
             out / "ldm", {"age": float(age)}, 2, out / f"samples_age{age}", device=dev, seed=age
         )
