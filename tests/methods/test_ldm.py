@@ -90,26 +90,9 @@ def test_ldm_cli_smoke(tmp_path):
     )
     assert r.exit_code == 0, r.output
     # the phantoms are 78 years old: asking for 70 warns that the model extrapolates
+    sample = ["sample", "ldm", "--ckpt", str(tmp_path / "ldm"), "--device", "cpu", "--out"]
     with pytest.warns(UserWarning, match="outside the training range"):
-        r = run.invoke(
-            app,
-            [
-                "sample",
-                "ldm",
-                "--ckpt",
-                str(tmp_path / "ldm"),
-                "--out",
-                str(tmp_path / "s"),
-                "-n",
-                "2",
-                "--age",
-                "70",
-                "--sex",
-                "F",
-                "--device",
-                "cpu",
-            ],
-        )
+        r = run.invoke(app, [*sample, str(tmp_path / "s"), "-n", "2", "--age", "70", "--sex", "F"])
     assert r.exit_code == 0, r.output
     vol = read_volume(tmp_path / "s" / "sample_000_T1w.nii.gz")
     assert vol.shape == (32, 40, 32) and np.allclose(vol.spacing, 4.0) and vol.orientation == "RAS"
@@ -129,19 +112,7 @@ def test_ldm_cli_smoke(tmp_path):
         progress=lambda i, total: calls.append((i, total)),
     )
     assert calls == [(i, 8) for i in range(1, 9)]
-    r = run.invoke(
-        app,
-        [
-            "sample",
-            "ldm",
-            "--ckpt",
-            str(tmp_path / "ldm"),
-            "--out",
-            str(tmp_path / "s0"),
-            "-n",
-            "0",
-        ],
-    )
+    r = run.invoke(app, [*sample, str(tmp_path / "s0"), "-n", "0"])
     assert r.exit_code != 0 and "at least 1" in str(r.exception)  # `brainsynth` exits with 2
     # bad input: diffusion stage without an autoencoder is a clear error, exit code 2
     r = run.invoke(
