@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 install: $(VENV)/.installed
 
 demo: install
-	$(VENV)/bin/brainsynth demo --out demo_out
+	$(VENV)/bin/brainsynth demo --out demo_out --overwrite
 
 test: install
 	$(VENV)/bin/pytest -q

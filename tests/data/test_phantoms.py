@@ -191,14 +191,17 @@ def test_cli_writes_cohort_with_surfaces(tmp_path):
 
 def test_rewriting_a_cohort_replaces_it(tmp_path):
     out = make_cohort(tmp_path / "c", n=2, spacing=SPACING, seed=0, surfaces=True, progress=False)
-    make_cohort(out, n=1, spacing=SPACING, seed=5, progress=False)
+    with pytest.raises(InputError, match="--overwrite"):  # two cohorts never mix by accident
+        make_cohort(out, n=1, spacing=SPACING, seed=5, progress=False)
+    make_cohort(out, n=1, spacing=SPACING, seed=5, progress=False, overwrite=True)
     assert sorted(p.name for p in out.glob("sub-*")) == ["sub-ph001"]
     assert not list(out.glob("derivatives/phantom/sub-ph001/anat/*.surf.gii"))
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("mine")
     with pytest.raises(InputError, match="not a phantom cohort"):
-        make_cohort(other, n=1, spacing=SPACING, progress=False)
+        make_cohort(other, n=1, spacing=SPACING, progress=False, overwrite=True)
+    assert (other / "notes.txt").read_text() == "mine"
 
 
 def test_source_flow_has_prescribed_divergence():

@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass
 
 import typer
 
+from brainsynth.cli.options import COUNT, POSITIVE, number
+
 
 @dataclass
 class BenchResult:
@@ -252,8 +254,30 @@ def row(r: BenchResult) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def _ints(text: str) -> list[int]:
-    return [int(x) for x in text.replace(" ", "").split(",") if x]
+def _ints(text: str, option: str) -> list[int]:
+    """Comma-separated positive integers, or a usage error naming ``option``."""
+    try:
+        values = [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise typer.BadParameter(
+            f"expected comma-separated integers, got {text!r}", param_hint=option
+        ) from None
+    if not values or min(values) < 1:
+        raise typer.BadParameter(f"expected integers >= 1, got {text!r}", param_hint=option)
+    return values
+
+
+def _presets(text: str) -> list[str]:
+    from brainsynth.nn.presets import UNET_PRESETS
+
+    names = [p for p in text.replace(" ", "").split(",") if p]
+    unknown = [p for p in names if p not in UNET_PRESETS]
+    if unknown or not names:
+        raise typer.BadParameter(
+            f"unknown preset(s) {unknown or text!r}; choose from {', '.join(UNET_PRESETS)}",
+            param_hint="--presets",
+        )
+    return names
 
 
 def bench(
@@ -261,24 +285,36 @@ def bench(
     sizes: str = typer.Option("32,64", help="comma-separated grid sides (cubes)"),
     batch: str = typer.Option("1", "--batch", help="comma-separated batch sizes"),
     device: str = typer.Option("auto", help="cpu | cuda | auto (CPU, plus CUDA when present)"),
-    spatial_dims: int = typer.Option(3, "--spatial-dims", help="2 or 3"),
-    steps: int = typer.Option(3, help="timed steps per measurement"),
-    budget: float = typer.Option(120.0, help="seconds of timed training steps per configuration"),
+    spatial_dims: int = typer.Option(
+        3, "--spatial-dims", help="2 or 3", callback=number(low=2, high=3)
+    ),
+    steps: int = typer.Option(3, help="timed steps per measurement", callback=COUNT),
+    budget: float = typer.Option(
+        120.0, help="seconds of timed training steps per configuration", callback=POSITIVE
+    ),
     out: str = typer.Option(None, "--out", help="also write the results as JSON here"),
 ) -> None:
-    """Time training and sampling steps of the UNet presets; print a Markdown table."""
+    """Time training and sampling steps of the UNet presets; print a Markdown table.
+
+    Exits 1 when a configuration failed (out of memory, say): the others are still measured."""
     import torch
 
+    from brainsynth.errors import InputError
     from brainsynth.io import write_text_atomic
 
-    if device == "auto":
-        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    else:
-        devices = [device]
+    if device not in ("auto", "cpu", "cuda"):
+        raise typer.BadParameter(
+            f"expected auto, cpu or cuda, got {device!r}", param_hint="--device"
+        )
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError(None, "--device cuda: no CUDA device is available")
+    devices = (
+        ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) if device == "auto" else [device]
+    )
     results = run_benchmark(
-        [p for p in presets.split(",") if p],
-        _ints(sizes),
-        _ints(batch),
+        _presets(presets),
+        _ints(sizes, "--sizes"),
+        _ints(batch, "--batch"),
         devices,
         spatial_dims=spatial_dims,
         steps=steps,
@@ -287,6 +323,16 @@ def bench(
     )
     if out:
         write_text_atomic(out, json.dumps([asdict(r) for r in results], indent=1))
+    failed = [r for r in results if r.note.startswith("failed")]
+    if failed:
+        typer.secho(
+            f"{len(failed)} of {len(results)} configuration(s) failed:",
+            fg=typer.colors.RED,
+            err=True,
+        )
+        for r in failed:
+            typer.echo(f"  {r.device} {r.preset} {r.size} batch {r.batch}: {r.note}", err=True)
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

@@ -6,26 +6,38 @@ from pathlib import Path
 
 import typer
 
+from brainsynth.cli.options import COUNT, OVERWRITE
+
+# the folders a demo writes in --out, and so what --overwrite replaces
+DEMO_FOLDERS = ("phantoms", "cache", "ae", "ldm", "samples*", "real_at_training_resolution", "eval")
+
 
 def demo(
     out: Path = typer.Option(
         Path("demo_out"), "--out", help="folder for everything the demo writes"
     ),
-    n: int = typer.Option(12, "-n", help="phantom subjects"),
+    n: int = typer.Option(12, "-n", help="phantom subjects", callback=COUNT),
     config: Path = typer.Option(
         None, "--config", help="ldm config; its values override the demo's own tiny ones"
     ),
-    ae_steps: int = typer.Option(60, "--ae-steps", help="autoencoder training steps"),
-    steps: int = typer.Option(300, "--steps", help="latent diffusion training steps"),
+    ae_steps: int = typer.Option(
+        60, "--ae-steps", help="autoencoder training steps", callback=COUNT
+    ),
+    steps: int = typer.Option(
+        300, "--steps", help="latent diffusion training steps", callback=COUNT
+    ),
+    overwrite: bool = OVERWRITE,
 ) -> None:
     """Phantoms -> prepare -> train ldm (tiny) -> sample at two ages -> evaluate."""
     from brainsynth.data.phantoms import make_cohort
     from brainsynth.data.prepare import PrepareOptions, prepare_cache
+    from brainsynth.io.outdir import claim_output_dir
     from brainsynth.methods import ldm
     from brainsynth.methods.ldm_sample import sample_ldm
     from brainsynth.training.distributed import pick_device
 
     cfg = ldm.load_ldm_config(config, base=_tiny_config(ae_steps, steps))
+    claim_output_dir(out, DEMO_FOLDERS, overwrite=overwrite)
     dev = pick_device("auto")
     typer.echo("1/5 phantom cohort")
     bids = make_cohort(out / "phantoms", n=n, spacing=2.0, seed=0)

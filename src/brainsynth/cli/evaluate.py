@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from brainsynth.cli.options import COUNT, NON_NEGATIVE, OVERWRITE, POSITIVE, UNIT
+
 
 def evaluate(
     real: Path = typer.Option(
@@ -19,7 +21,10 @@ def evaluate(
         False, "--paired", help="match files by name; MAE/PSNR/SSIM/MS-SSIM/4-G-R-SSIM per pair"
     ),
     mask_threshold: float = typer.Option(
-        0.05, "--mask-threshold", help="brain mask: intensity > this (after --intensity mapping)"
+        0.05,
+        "--mask-threshold",
+        help="brain mask: intensity > this (after --intensity mapping), in [0, 1]",
+        callback=UNIT,
     ),
     intensity: str = typer.Option(
         "unit",
@@ -27,7 +32,10 @@ def evaluate(
         help="unit: uint8/255 or already [0,1]; robust: /99.5th pct of positive voxels; raw: as stored",
     ),
     data_range: float = typer.Option(
-        None, "--data-range", help="intensity range for PSNR/SSIM with --intensity raw"
+        None,
+        "--data-range",
+        help="intensity range for PSNR/SSIM with --intensity raw",
+        callback=POSITIVE,
     ),
     features_weights: Path = typer.Option(
         None,
@@ -35,15 +43,21 @@ def evaluate(
         help="MedicalNet ResNet .pth (local); default: random-resnet10-seed0 (no download)",
     ),
     no_features: bool = typer.Option(False, "--no-features", help="skip FID/MMD"),
-    n_pairs: int = typer.Option(100, "--n-pairs", min=1, help="random pairs for MS-SSIM diversity"),
+    n_pairs: int = typer.Option(
+        100, "--n-pairs", help="random pairs for MS-SSIM diversity", callback=COUNT
+    ),
     permutations: int = typer.Option(
-        500, "--permutations", min=0, help="MMD permutation-test draws"
+        500, "--permutations", help="MMD permutation-test draws", callback=NON_NEGATIVE
     ),
     seed: int = typer.Option(
-        0, "--seed", help="seed of pairs, permutations, GMM and random features"
+        0,
+        "--seed",
+        help="seed of pairs, permutations, GMM and random features",
+        callback=NON_NEGATIVE,
     ),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda (feature extractor)"),
     progress: bool = typer.Option(True, help="show progress bars"),
+    overwrite: bool = OVERWRITE,
 ) -> None:
     """Evaluate synthetic volumes against real ones.
 
@@ -65,7 +79,7 @@ def evaluate(
         device=device,
         progress=progress,
     )
-    _run(real, synthetic, out, opts, paired)
+    _run(real, synthetic, out, opts, paired, overwrite)
 
 
 def _check_inputs(
@@ -99,11 +113,13 @@ def _options(*, device: str, **kw):
     )
 
 
-def _run(real: Path, synthetic: Path, out: Path, opts, paired: bool) -> None:
+def _run(real: Path, synthetic: Path, out: Path, opts, paired: bool, overwrite: bool) -> None:
     """Run the evaluation and print its headline figures, warnings and output paths."""
     from brainsynth.evaluation.run import run_evaluation
 
-    m = run_evaluation(real, synthetic, out, opts, paired=paired, log=typer.echo)
+    m = run_evaluation(
+        real, synthetic, out, opts, paired=paired, log=typer.echo, overwrite=overwrite
+    )
     if paired:
         _echo_paired(m)
     else:
@@ -117,7 +133,17 @@ def _echo_paired(m: dict) -> None:
     s = m["summary"]
     for k in ("mask_mae", "mask_psnr", "mask_ssim", "mask_ms_ssim", "mask_4g_r_ssim"):
         if k in s:
-            typer.echo(f"{k}: {s[k]['mean']:.4g} ± {s[k]['std'] or 0:.2g} (n={s[k]['n']})")
+            typer.echo(f"{k}: {_summary_line(s[k])}")
+
+
+def _summary_line(e: dict) -> str:
+    """``mean ± sd (n=...)`` of a per-pair summary; infinite values (PSNR of identical images) are
+    counted, not averaged: ``inf for all 3 pairs`` or ``... (n=2; 1 infinite)``."""
+    n_inf = e.get("n_infinite", 0)
+    if e["mean"] is None:
+        return f"inf for all {n_inf} pairs (identical images)" if n_inf else "no finite value"
+    text = f"{e['mean']:.4g} ± {e['std'] or 0:.2g} (n={e['n']}"
+    return text + (f"; {n_inf} infinite)" if n_inf else ")")
 
 
 def _echo_sets(m: dict) -> None:

@@ -7,7 +7,17 @@ from typing import Literal
 
 import typer
 
-from brainsynth.cli.options import CONFIG, DEVICE, SET, existing, resolve_device
+from brainsynth.cli.options import (
+    CONFIG,
+    DEVICE,
+    NON_NEGATIVE,
+    OVERWRITE,
+    SET,
+    check_run_dir,
+    existing,
+    resolve_device,
+)
+from brainsynth.cli.sample import ETA, SEED, STEPS, N
 
 
 def train_ldm(
@@ -30,15 +40,17 @@ def train_ldm(
         raise InputError(None, f"--stage must be ae or diffusion, got {stage!r}")
     cfg = ldm.load_ldm_config(config, [*overrides, f"train_{stage}.device={device}"])
     existing(data / "cache.json", "cache (run `brainsynth prepare` first)")
-    out.mkdir(parents=True, exist_ok=True)
+    if stage == "diffusion":
+        if ae is None:
+            raise InputError(None, "--stage diffusion needs --ae AE_RUN_FOLDER")
+        existing(ae, "autoencoder run")
+    check_run_dir(out, resume)
     write_text_atomic(out / "config.yaml", dump_yaml(cfg))
     dev = resolve_device(device)
     if stage == "ae":
         ldm.train_autoencoder(cfg, data, out, resume, dev)
     else:
-        if ae is None:
-            raise InputError(None, "--stage diffusion needs --ae AE_RUN_FOLDER")
-        ldm.train_diffusion(cfg, data, existing(ae, "autoencoder run"), out, resume, dev)
+        ldm.train_diffusion(cfg, data, ae, out, resume, dev)
     typer.echo(f"done: {out}")
 
 
@@ -47,16 +59,22 @@ def sample_ldm(
     out: Path = typer.Option(
         ..., "--out", help="folder for NIfTI samples, samples.tsv, montage.png"
     ),
-    n: int = typer.Option(4, "-n", help="number of volumes"),
+    n: int = N,
     age: float = typer.Option(None, "--age", help="years"),
     sex: str = typer.Option(None, "--sex", help="M or F"),
     ventricles: float = typer.Option(None, "--ventricles", help="ventricular volume, mm^3"),
     brain: float = typer.Option(None, "--brain", help="brain volume, mm^3"),
-    steps: int = typer.Option(None, "--steps", help="DDIM steps (default: the run's config)"),
-    guidance: float = typer.Option(None, "--guidance", help="classifier-free guidance scale"),
-    eta: float = typer.Option(None, "--eta", help="DDIM eta (0: deterministic)"),
-    seed: int = typer.Option(0, "--seed"),
+    steps: int = STEPS,
+    guidance: float = typer.Option(
+        None,
+        "--guidance",
+        help="classifier-free guidance scale (0: unconditional, 1: none)",
+        callback=NON_NEGATIVE,
+    ),
+    eta: float = ETA,
+    seed: int = SEED,
     device: str = DEVICE,
+    overwrite: bool = OVERWRITE,
 ) -> None:
     """Generate T1w volumes with the given traits; missing ones are drawn from the training set."""
     from brainsynth.cli.sample import progress_bar
@@ -81,6 +99,7 @@ def sample_ldm(
             seed=seed,
             device=resolve_device(device),
             progress=progress,
+            overwrite=overwrite,
         )
     typer.echo(f"{len(paths)} volumes in {out} (montage.png, samples.tsv)")
 

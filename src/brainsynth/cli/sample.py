@@ -11,12 +11,18 @@ from pathlib import Path
 
 import typer
 
+from brainsynth.cli.options import COUNT, NON_NEGATIVE, OVERWRITE, UNIT
+
 sample_app = typer.Typer(help="Generate volumes from a trained method.", no_args_is_help=True)
 
 CKPT = typer.Option(..., "--ckpt", help="run folder (its latest checkpoint) or a step_* folder")
 OUT = typer.Option(..., "--out", help="output folder")
-N = typer.Option(4, "-n", help="number of samples")
-SEED = typer.Option(0, "--seed", help="seed of the initial noise")
+N = typer.Option(4, "-n", help="number of samples", callback=COUNT)
+SEED = typer.Option(0, "--seed", help="seed of the initial noise", callback=NON_NEGATIVE)
+STEPS = typer.Option(
+    None, "--steps", help="sampling steps (default: the run's config)", callback=COUNT
+)
+ETA = typer.Option(None, "--eta", help="DDIM eta in [0, 1] (0: deterministic)", callback=UNIT)
 DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda")
 
 
@@ -47,11 +53,12 @@ def sample_toy(
     ckpt: Path = CKPT,
     out: Path = OUT,
     n: int = N,
-    steps: int = typer.Option(None, "--steps", help="sampling steps (default: the run's config)"),
-    eta: float = typer.Option(None, "--eta", help="DDIM eta (0: deterministic)"),
+    steps: int = STEPS,
+    eta: float = ETA,
     sampler: str = typer.Option(None, "--sampler", help="ddim | ddpm (default: the run's config)"),
     seed: int = SEED,
     device: str = DEVICE,
+    overwrite: bool = OVERWRITE,
 ) -> None:
     """Sample the toy model: samples.npy, montage.png (and NIfTI for 3D), config.yaml."""
     from brainsynth.errors import InputError
@@ -71,6 +78,7 @@ def sample_toy(
             seed=seed,
             device=pick_device(device),
             progress=progress,
+            overwrite=overwrite,
         )
     typer.echo(f"{len(paths)} files in {out}")
 

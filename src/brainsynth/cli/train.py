@@ -36,6 +36,7 @@ def run_train(
 ) -> Path:
     """Load ``method``'s config (YAML + ``--set``), join torchrun's process group if any, and call
     ``method.train(cfg, data, out, device, resume)``."""
+    from brainsynth.cli.options import check_run_dir
     from brainsynth.config import load_config
     from brainsynth.methods import get_method
     from brainsynth.training.distributed import cleanup_distributed, init_distributed, pick_device
@@ -45,6 +46,7 @@ def run_train(
     if device is not None:
         sets.append(f"train.device={device}")
     cfg = load_config(m.Config, config, sets)
+    check_run_dir(out, resume)
     train_cfg = getattr(cfg, "train", None)
     dev = pick_device(device or str(getattr(train_cfg, "device", "auto")))
     init_distributed(dev)

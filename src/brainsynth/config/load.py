@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -80,7 +81,14 @@ def from_dict(cls: type[T], data: Mapping | None, prefix: str = "") -> T:
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
-        raise InputError(None, f"invalid config: {e}") from None
+        raise InputError(None, f"invalid config: {_qualified(str(e), fields, prefix)}") from None
+
+
+def _qualified(message: str, fields: list[str], prefix: str) -> str:
+    """A section's check names its own field (``batch_size must be > 0``); say which section it
+    is (``train_ae.batch_size``): one schema class serves several sections."""
+    first = message.split(" ", 1)[0]
+    return prefix + message if first in fields else message
 
 
 def known_keys(cls: type, data: Mapping, prefix: str = "") -> tuple[dict, list[str]]:
@@ -147,9 +155,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, bool):
             raise _err(key, f"must be float, got {_show(value)}")
         try:
-            return float(value)
+            f = float(value)
         except (TypeError, ValueError):
             raise _err(key, f"must be float, got {_show(value)}") from None
+        if not math.isfinite(f):  # no config value means anything as NaN or inf (lr=nan trains NaN)
+            raise _err(key, f"must be a finite number, got {_show(value)}")
+        return f
     if tp is str:
         if isinstance(value, (Mapping, list, tuple)) or value is None:
             raise _err(key, f"must be a string, got {_show(value)}")

@@ -68,7 +68,7 @@ class TrainConfig:
             "num_workers",
         )
         if not 0.0 <= self.ema_decay <= 1.0:
-            raise ValueError(f"train.ema_decay must be in [0, 1], got {self.ema_decay}")
+            raise ValueError(f"ema_decay must be in [0, 1], got {self.ema_decay}")
 
 
 @dataclass(frozen=True)
@@ -109,21 +109,12 @@ class SampleConfig:
 def _positive(obj: object, *names: str) -> None:
     for n in names:
         v = getattr(obj, n)
-        if v <= 0:
-            raise ValueError(f"{_section(obj)}{n} must be > 0, got {v}")
+        if not v > 0:  # also NaN
+            raise ValueError(f"{n} must be > 0, got {v}")
 
 
 def _non_negative(obj: object, *names: str) -> None:
     for n in names:
         v = getattr(obj, n)
-        if v < 0:
-            raise ValueError(f"{_section(obj)}{n} must be >= 0, got {v}")
-
-
-def _section(obj: object) -> str:
-    name = type(obj).__name__
-    return {
-        "TrainConfig": "train.",
-        "DiffusionConfig": "diffusion.",
-        "SampleConfig": "sample.",
-    }.get(name, f"{name}.")
+        if not v >= 0:  # also NaN
+            raise ValueError(f"{n} must be >= 0, got {v}")

@@ -20,7 +20,6 @@ noise (model: :mod:`brainsynth.data.phantom_subject`). Written:
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -48,6 +47,7 @@ from brainsynth.data.phantom_subject import (
 from brainsynth.data.phantom_template import fitted_surfaces, load_template
 from brainsynth.errors import InputError
 from brainsynth.io import Surface, Volume, write_surface, write_text_atomic, write_volume
+from brainsynth.io.outdir import claim_output_dir
 
 __all__ = ["PhantomOptions", "PhantomSubject", "make_cohort", "make_subject", "subject_surfaces"]
 
@@ -183,18 +183,24 @@ def _is_phantom_cohort(out: Path) -> bool:
         return False
 
 
-def _prepare_out(out: Path) -> None:
-    """Create ``out``; in an earlier phantom cohort, remove its subjects (stale subjects or surfaces
-    would not match the new participants.tsv). Any other non-empty folder is left alone: an error."""
-    if out.exists() and not out.is_dir():
-        raise InputError(out, "exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not _is_phantom_cohort(out):
-            raise InputError(out, "folder is not empty and not a phantom cohort: pick a new folder")
-        for d in [*out.glob("sub-ph*"), *(out / "derivatives" / "phantom").glob("sub-ph*")]:
-            if d.is_dir():
-                shutil.rmtree(d)
-    out.mkdir(parents=True, exist_ok=True)
+# what a cohort consists of, and so what ``overwrite`` replaces
+COHORT_FILES = (
+    "sub-ph*",
+    "derivatives",
+    "participants.tsv",
+    "participants.json",
+    "dataset_description.json",
+    "README",
+)
+
+
+def _prepare_out(out: Path, overwrite: bool) -> None:
+    """The shared output policy (:func:`claim_output_dir`): an empty folder, or with ``overwrite``
+    an earlier phantom cohort, replaced whole (stale subjects or surfaces would not match the new
+    participants.tsv). Another non-empty folder is never cleared."""
+    if overwrite and out.is_dir() and any(out.iterdir()) and not _is_phantom_cohort(out):
+        raise InputError(out, "folder is not empty and not a phantom cohort: pick a new folder")
+    claim_output_dir(out, COHORT_FILES, overwrite=overwrite)
 
 
 def make_cohort(
@@ -205,17 +211,19 @@ def make_cohort(
     surfaces: bool = False,
     progress: bool = True,
     options: PhantomOptions | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write ``n`` phantom subjects as a BIDS dataset in ``out_dir`` (layout in the module doc).
 
     Deterministic: the same arguments give byte-identical files, and subject ``k`` does not depend
-    on ``n``. ``spacing`` (mm) changes the grid, not the anatomy. Returns ``out_dir``.
+    on ``n``. ``spacing`` (mm) changes the grid, not the anatomy. ``out_dir`` must be empty, or an
+    earlier cohort with ``overwrite``. Returns ``out_dir``.
     """
     if n < 1:
         raise InputError(None, f"n must be >= 1, got {n}")
     out = Path(out_dir)
     opts = options or PhantomOptions()
-    _prepare_out(out)
+    _prepare_out(out, overwrite)
     load_template(spacing)  # the one-off template preparation (~5 s), before the progress bar
     rows = ["participant_id\tage\tsex\tbrain_mm3\tventricles_mm3"]
     for i in tqdm(range(1, n + 1), desc="phantoms", unit="subject", disable=not progress):

@@ -39,6 +39,7 @@ from brainsynth.evaluation.sets import HIST_BINS as HIST_BINS
 from brainsynth.evaluation.sets import SetSummary as SetSummary
 from brainsynth.evaluation.sets import evaluate_sets as evaluate_sets
 from brainsynth.io import write_text_atomic
+from brainsynth.io.outdir import claim_output_dir
 
 # --- outputs -----------------------------------------------------------------------------------
 
@@ -84,6 +85,10 @@ def per_subject_rows(extras: dict) -> list[dict]:
     return rows
 
 
+# what an evaluation writes, and so what --overwrite may replace
+REPORT_FILES = ("metrics.json", "report.html", "per_pair.tsv", "per_subject.tsv", "figures")
+
+
 def run_evaluation(
     real_path: str | Path,
     synthetic_path: str | Path,
@@ -91,13 +96,15 @@ def run_evaluation(
     opts: EvalOptions | None = None,
     paired: bool = False,
     log: Callable[[str], None] | None = None,
+    overwrite: bool = False,
 ) -> dict:
     """Read both inputs, evaluate, write metrics.json, per_subject.tsv/per_pair.tsv, figures/ and
-    report.html into ``out_dir``. Returns the metrics."""
+    report.html into ``out_dir``, which must be empty unless ``overwrite`` (then an earlier
+    report there is removed first). Returns the metrics."""
     from brainsynth.evaluation.report import write_report
 
     opts = opts or EvalOptions()
-    out = Path(out_dir)
+    out = claim_output_dir(out_dir, REPORT_FILES, overwrite=overwrite)
     real = list_inputs(real_path)
     synthetic = list_inputs(synthetic_path)
     if log:
@@ -106,11 +113,9 @@ def run_evaluation(
         )
     if paired:
         metrics, extras = evaluate_paired(real, synthetic, opts, real_path, synthetic_path)
-        out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / "per_pair.tsv", _tsv(extras["rows"]))
     else:
         metrics, extras = evaluate_sets(real, synthetic, opts, real_path, synthetic_path)
-        out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / "per_subject.tsv", _tsv(per_subject_rows(extras)))
     write_text_atomic(out / "metrics.json", metrics_json(metrics))
     write_report(metrics, extras, out)

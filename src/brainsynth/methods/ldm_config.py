@@ -38,10 +38,10 @@ class AEConfig:
 
     def __post_init__(self) -> None:
         if self.perceptual_weight < 0:
-            raise ValueError(f"ae.perceptual_weight must be >= 0, got {self.perceptual_weight}")
+            raise ValueError(f"perceptual_weight must be >= 0, got {self.perceptual_weight}")
         if self.perceptual_weight > 0 and not self.perceptual_weights:
             raise ValueError(
-                "ae.perceptual_weight > 0 needs ae.perceptual_weights: a local MedicalNet .pth "
+                "perceptual_weight > 0 needs perceptual_weights: a local MedicalNet .pth "
                 "(no weights are downloaded)"
             )
 
@@ -67,7 +67,7 @@ class LDMDiffusionConfig:
     def __post_init__(self) -> None:
         if self.embed and self.conditioning == "concat":
             raise ValueError(
-                "diffusion.embed needs conditioning crossattn or both (it embeds the context vector)"
+                "embed needs conditioning crossattn or both (it embeds the context vector)"
             )
 
 

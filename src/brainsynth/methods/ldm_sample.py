@@ -10,10 +10,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from brainsynth.data.covariates import COVARIATES, CovariateNormaliser, check_names, parse_value
+from brainsynth.data.covariates import (
+    COVARIATES,
+    CovariateNormaliser,
+    check_names,
+    format_value,
+    parse_value,
+)
 from brainsynth.data.prepare import reference_affine
 from brainsynth.errors import InputError
 from brainsynth.io import Volume, write_text_atomic, write_volume
+from brainsynth.io.outdir import claim_output_dir
 from brainsynth.methods.ldm import (
     build_denoiser,
     build_process,
@@ -91,15 +98,18 @@ def sample_ldm(
     device: torch.device | str = "cpu",
     batch_size: int = 4,
     progress=None,
+    overwrite: bool = False,
 ) -> list[Path]:
+    """``n`` volumes into ``out`` (``sample_###_T1w.nii.gz``, samples.tsv, montage.png), which must
+    be empty unless ``overwrite`` (then the earlier samples there are removed first)."""
     if n < 1:
         raise InputError(None, f"the number of volumes must be at least 1, got {n}")
-    out = Path(out)
+    out = claim_output_dir(out, OWNED, overwrite=overwrite)
     ck = load_checkpoint(ckpt, names=("ema",), with_state=False)
     meta = ck["meta"]["config"]
     cfg = config_from_meta(meta)
     steps, guidance, eta = (
-        steps or cfg.sample.steps,
+        steps if steps is not None else cfg.sample.steps,
         guidance if guidance is not None else cfg.sample.guidance,
         eta if eta is not None else cfg.sample.eta,
     )
@@ -148,10 +158,21 @@ def _title(i: int, c: dict) -> str:
     )
 
 
+OWNED = ("sample_*_T1w.nii.gz", "samples.tsv", "montage.png")  # what --overwrite may replace
+
+
+def _table_value(name: str, value: float) -> str:
+    """Sex as M/F like the inputs (a training-set fraction, used when a subject's sex is missing,
+    stays a number); the rest as numbers."""
+    if name == "sex" and value in (0.0, 1.0):
+        return format_value(name, value)
+    return f"{value:.6g}"
+
+
 def _write_table(path: Path, paths: list[Path], covs: list[dict]) -> None:
     buf = io.StringIO()
     w = csv.writer(buf, delimiter="\t")
     w.writerow(["file", *COVARIATES])
     for p, c in zip(paths, covs, strict=True):
-        w.writerow([p.name, *(f"{c[k]:.6g}" for k in COVARIATES)])
+        w.writerow([p.name, *(_table_value(k, c[k]) for k in COVARIATES)])
     write_text_atomic(path, buf.getvalue())

@@ -29,6 +29,7 @@ from brainsynth.config import (
 )
 from brainsynth.diffusion.gaussian import GaussianProcess
 from brainsynth.io import Volume, write_bytes_atomic, write_text_atomic, write_volume
+from brainsynth.io.outdir import claim_output_dir
 from brainsynth.nn.unet import build_unet
 from brainsynth.sampling import batch_progress, ddim_sample, ddpm_sample
 from brainsynth.training.checkpoint import load_model_for_inference, read_meta
@@ -187,19 +188,20 @@ def sample(
     device: torch.device | str = "cpu",
     batch_size: int = 16,
     progress=None,
+    overwrite: bool = False,
 ) -> list[Path]:
     """Generate ``n`` images: ``samples.npy`` (n, 1, *S) in [-1, 1], NIfTI files for 3D, a PNG
-    montage and ``config.yaml`` (the run's config with the sampling values used)."""
-    out = Path(out)
+    montage and ``config.yaml`` (the run's config with the sampling values used). ``out`` must be
+    empty unless ``overwrite`` (then the earlier samples there are removed first)."""
+    out = claim_output_dir(out, SAMPLE_FILES, overwrite=overwrite)
     cfg, model = load_trained(ckpt, device)
     s = dataclasses.replace(
         cfg.sample,
         sampler=sampler or cfg.sample.sampler,
-        steps=steps or cfg.sample.steps,
+        steps=cfg.sample.steps if steps is None else steps,
         eta=cfg.sample.eta if eta is None else eta,
     )
     x_all = _generate(cfg, model, s, n, seed, device, batch_size, progress)
-    out.mkdir(parents=True, exist_ok=True)
     paths = [_save_npy(out / "samples.npy", x_all)]
     if cfg.data.spatial_dims == 3:
         for i in range(n):
@@ -209,6 +211,9 @@ def sample(
     resolved = {"ckpt": str(ckpt), "n": n, "seed": seed, **to_dict(cfg), "sample": to_dict(s)}
     write_text_atomic(out / "config.yaml", dump_yaml(resolved))
     return paths
+
+
+SAMPLE_FILES = ("samples.npy", "sample_*.nii.gz", "montage.png", "config.yaml")
 
 
 def _generate(cfg: ToyConfig, model, s, n: int, seed: int, device, batch_size: int, progress):
