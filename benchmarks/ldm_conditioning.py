@@ -93,7 +93,7 @@ def measure_real(
     the reconstruction by the autoencoder in ``ae_dir``, NaN without one) of val+test subjects.
     The last is what samples decoded by that autoencoder could show at best."""
     from brainsynth.methods.ldm import load_autoencoder
-    from brainsynth.methods.ldm_data import crop_to, pad_to, padded_shape
+    from brainsynth.methods.ldm.data import crop_to, pad_to, padded_shape
     from brainsynth.nn.autoencoder import downsample_factor
 
     ae = cfg = None
@@ -185,7 +185,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from brainsynth.methods.ldm import config_from_meta
-    from brainsynth.methods.ldm_sample import sample_ldm
+    from brainsynth.methods.ldm.sample import sample_ldm
     from brainsynth.training.checkpoint import load_checkpoint
 
     prior = coef = None

@@ -14,7 +14,7 @@ from brainsynth.cli.main import app
 from brainsynth.data.covariates import CovariateNormaliser
 from brainsynth.errors import InputError
 from brainsynth.io import read_volume
-from brainsynth.methods.ldm_sample import fill_covariates, sample_ldm
+from brainsynth.methods.ldm.sample import fill_covariates, sample_ldm
 
 FAST = [
     "--set",
@@ -166,7 +166,7 @@ def test_ae_loss_posterior_sample_or_mean(sample_posterior):
     import torch
     import torch.nn.functional as F
 
-    from brainsynth.methods.ldm_losses import AEWithDiscriminator, ae_loss
+    from brainsynth.methods.ldm.losses import AEWithDiscriminator, ae_loss
     from brainsynth.nn.autoencoder import build_autoencoder, kl_divergence
 
     torch.manual_seed(0)
@@ -185,7 +185,7 @@ def test_ae_loss_posterior_sample_or_mean(sample_posterior):
 
 
 def test_mirror_lr_is_an_involution_that_keeps_the_padding():
-    from brainsynth.methods.ldm_data import mirror_lr
+    from brainsynth.methods.ldm.data import mirror_lr
 
     x = torch.arange(2 * 1 * 6 * 3 * 2, dtype=torch.float32).reshape(2, 1, 6, 3, 2)
     m = mirror_lr(x, 4)  # voxels 4, 5 along X are end padding
@@ -196,7 +196,7 @@ def test_mirror_lr_is_an_involution_that_keeps_the_padding():
 def test_diffusion_loss_min_snr_weights_each_row():
     """With a network that outputs 0 the loss is mean_b w(t_b) * mean(target_b^2)."""
     from brainsynth.diffusion.gaussian import GaussianProcess
-    from brainsynth.methods.ldm_losses import diffusion_loss
+    from brainsynth.methods.ldm.losses import diffusion_loss
 
     p = GaussianProcess(1000, "scaled_linear", "v", 0.0015, 0.0195)
     batch = {"latent": torch.randn(6, 2, 4, 4, 4), "covariates": torch.zeros(6, 4)}
@@ -218,7 +218,7 @@ def test_diffusion_loss_min_snr_weights_each_row():
 
 
 def test_latent_norm_centres_scales_and_round_trips(tmp_path):
-    from brainsynth.methods.ldm_data import LatentNorm
+    from brainsynth.methods.ldm.data import LatentNorm
 
     g = torch.Generator().manual_seed(1)
     base = torch.linspace(-3, 3, 2 * 3 * 4).reshape(2, 3, 4)  # a fixed "average anatomy"

@@ -11,7 +11,8 @@ import torch
 from brainsynth.config import to_dict
 from brainsynth.diffusion.base import Cond
 from brainsynth.errors import InputError
-from brainsynth.methods.ldm import (
+from brainsynth.methods.ldm.data import padded_shape
+from brainsynth.methods.ldm.train import (
     _multiple,
     build_ae,
     build_denoiser,
@@ -19,7 +20,6 @@ from brainsynth.methods.ldm import (
     latent_shape,
     load_ldm_config,
 )
-from brainsynth.methods.ldm_data import padded_shape
 from brainsynth.nn.autoencoder import downsample_factor
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("ldm_*.yaml"))

@@ -49,7 +49,7 @@ def test_gradients_reach_the_reconstruction_only(weights):
 
 
 def test_ae_loss_adds_the_weighted_perceptual_term(weights):
-    from brainsynth.methods.ldm_losses import AEWithDiscriminator, ae_loss
+    from brainsynth.methods.ldm.losses import AEWithDiscriminator, ae_loss
     from brainsynth.nn.autoencoder import build_autoencoder
 
     torch.manual_seed(0)

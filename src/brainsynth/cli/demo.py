@@ -33,7 +33,7 @@ def demo(
     from brainsynth.data.prepare import PrepareOptions, prepare_cache
     from brainsynth.io.outdir import claim_output_dir
     from brainsynth.methods import ldm
-    from brainsynth.methods.ldm_sample import sample_ldm
+    from brainsynth.methods.ldm.sample import sample_ldm
     from brainsynth.training.distributed import pick_device
 
     cfg = ldm.load_ldm_config(config, base=_tiny_config(ae_steps, steps))

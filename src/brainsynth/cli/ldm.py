@@ -79,7 +79,7 @@ def sample_ldm(
     """Generate T1w volumes with the given traits; missing ones are drawn from the training set."""
     from brainsynth.cli.sample import progress_bar
     from brainsynth.data.covariates import sex_code
-    from brainsynth.methods.ldm_sample import sample_ldm as run
+    from brainsynth.methods.ldm.sample import sample_ldm as run
 
     cov: dict[str, float | None] = {
         "age": age,

@@ -22,8 +22,8 @@ from brainsynth.data.covariates import COVARIATES
 from brainsynth.diffusion.gaussian import GaussianProcess
 from brainsynth.errors import InputError
 from brainsynth.io import write_text_atomic
-from brainsynth.methods.ldm_config import LDMConfig
-from brainsynth.methods.ldm_data import (
+from brainsynth.methods.ldm.config import LDMConfig
+from brainsynth.methods.ldm.data import (
     ImageSet,
     LatentNorm,
     LatentSet,
@@ -31,7 +31,7 @@ from brainsynth.methods.ldm_data import (
     encode_all,
     padded_shape,
 )
-from brainsynth.methods.ldm_losses import AEWithDiscriminator, ae_loss, diffusion_loss
+from brainsynth.methods.ldm.losses import AEWithDiscriminator, ae_loss, diffusion_loss
 from brainsynth.nn.autoencoder import build_autoencoder, downsample_factor
 from brainsynth.nn.layout import set_memory_format
 from brainsynth.nn.presets import UNET_PRESETS

@@ -21,15 +21,15 @@ from brainsynth.data.prepare import reference_affine
 from brainsynth.errors import InputError
 from brainsynth.io import Volume, write_text_atomic, write_volume
 from brainsynth.io.outdir import claim_output_dir
-from brainsynth.methods.ldm import (
+from brainsynth.methods.ldm.data import LatentNorm, crop_to
+from brainsynth.methods.ldm.losses import make_cond
+from brainsynth.methods.ldm.train import (
     build_denoiser,
     build_process,
     config_from_meta,
     latent_shape,
     load_autoencoder,
 )
-from brainsynth.methods.ldm_data import LatentNorm, crop_to
-from brainsynth.methods.ldm_losses import make_cond
 from brainsynth.nn.layout import set_memory_format
 from brainsynth.sampling import batch_progress, ddim_sample, guided
 from brainsynth.training.checkpoint import load_checkpoint

@@ -61,7 +61,7 @@ class LDMDiffusionConfig:
     embed: bool = False
     # Min-SNR-gamma loss weighting (Hang et al. 2023; 5 in the paper); None: plain MSE (L_simple).
     min_snr_gamma: float | None = None
-    # Diffuse the deviations from the voxelwise mean training latent (methods.ldm_data.LatentNorm).
+    # Diffuse the deviations from the voxelwise mean training latent (methods.ldm.data.LatentNorm).
     center: bool = False
 
     def __post_init__(self) -> None:
