@@ -1,27 +1,43 @@
-"""Checkpoints: a folder per step, written whole or not at all.
+"""Checkpoints: a folder per step, written whole or not at all, verified when loaded.
 
     RUN/checkpoints/step_0000500/model.safetensors   raw weights
     RUN/checkpoints/step_0000500/ema.safetensors     EMA weights (what sampling uses)
     RUN/checkpoints/step_0000500/state.pt            optimiser, scheduler, RNG states, data position
-    RUN/checkpoints/step_0000500/meta.json           step, resolved config, versions
+    RUN/checkpoints/step_0000500/meta.json           step, resolved config, versions, file list
     RUN/checkpoints/latest                           name of the newest complete folder
 
-The folder is written under a hidden temporary name, flushed to disk, then renamed; ``latest`` is
-replaced atomically after the rename, so a crash at any point leaves the previous checkpoint intact
-and loadable. Should ``latest`` ever name a missing folder, readers fall back to the newest complete
-``step_*`` folder. ``state.pt`` holds only tensors and plain Python values, so it loads with
-``torch.load(weights_only=True)``.
+Writing: the folder is written under a hidden random name (created with mode 0777, files 0666, so
+the umask decides as for every other output), flushed to disk, then renamed; ``latest`` is replaced
+atomically after the rename, so a crash at any point leaves the previous checkpoint intact and
+loadable. Folders are deleted (pruning, re-saving a step) by first renaming them to a hidden
+``.trash.*`` name, so a kill during the deletion never leaves a visible half folder; hidden
+leftovers are swept at the next save. ``state.pt`` holds only tensors and plain Python values, so
+it loads with ``torch.load(weights_only=True)``.
+
+Verification: ``meta.json`` lists every file with its size and sha256. A step folder is *complete*
+when ``meta.json`` parses and every listed file is there with its size (cheap: ``list_checkpoints``,
+``has_checkpoint``, ``resolve_checkpoint``); loading (``load_checkpoint``) also compares the
+checksums of the files it reads, once per load. Checkpoints of older versions list sizes only and
+are checked by size. Given a run folder (or its ``checkpoints/``), readers take ``latest``'s folder
+and fall back to the newest intact ``step_*`` folder, with a warning naming the damaged one, when it
+is damaged or missing; an explicitly named step folder that is damaged, or a run without any intact
+checkpoint, is an ``InputError`` naming the file and the problem.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
-import tempfile
+import stat
 import time
+import warnings
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -32,6 +48,8 @@ from brainsynth.io import write_text_atomic
 
 FORMAT = 1
 _STEP_RE = re.compile(r"^step_(\d+)$")
+_HIDDEN_LEFTOVERS = (".step_*", ".trash.*", ".old.*")  # temp, being deleted, re-save (older code)
+_T = TypeVar("_T")
 
 
 def _cpu_copies(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -52,25 +70,262 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def step_dir_name(step: int) -> str:
     return f"step_{step:07d}"
 
 
-def list_checkpoints(run_dir: str | Path) -> list[Path]:
-    """Complete step folders of a run (or of its ``checkpoints/`` folder), oldest first."""
-    root = _root(Path(run_dir))
+def _root(path: Path) -> Path:
+    return path / "checkpoints" if (path / "checkpoints").is_dir() else path
+
+
+def _step_of(path: Path) -> int | None:
+    m = _STEP_RE.match(path.name)
+    return int(m.group(1)) if m else None
+
+
+def _step_dirs(root: Path) -> list[Path]:
+    """Visible ``step_*`` folders of ``root``, complete or not, oldest first."""
     if not root.is_dir():
         return []
-    found = []
-    for p in root.iterdir():
-        m = _STEP_RE.match(p.name)
-        if m and p.is_dir() and (p / "meta.json").exists():
-            found.append((int(m.group(1)), p))
+    found = [(s, p) for p in root.iterdir() if (s := _step_of(p)) is not None and p.is_dir()]
     return [p for _, p in sorted(found)]
 
 
-def _root(path: Path) -> Path:
-    return path / "checkpoints" if (path / "checkpoints").is_dir() else path
+def _is_step_dir(path: Path) -> bool:
+    """A step folder (named by the user) rather than a run or its checkpoints/ folder; a step_*
+    folder without its meta.json still counts, so that it is reported as damaged."""
+    if (path / "meta.json").exists():
+        return True
+    run_like = (path / "checkpoints").exists() or (path / "latest").exists()
+    return _step_of(path) is not None and path.is_dir() and not run_like
+
+
+# -- verification ---------------------------------------------------------------------------------
+def _what(name: str) -> str:
+    if name.endswith(".safetensors"):
+        return "weights file"
+    return "training state" if name == "state.pt" else "checkpoint file"
+
+
+def _read_meta_file(d: Path) -> dict:
+    f = d / "meta.json"
+    try:
+        meta = json.loads(f.read_text())
+    except FileNotFoundError as e:
+        raise InputError(f, "missing: the checkpoint folder is incomplete") from e
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f, f"truncated or damaged checkpoint metadata ({e})") from e
+    if not isinstance(meta, dict) or not isinstance(meta.get("files", {}), dict):
+        raise InputError(f, "damaged checkpoint metadata (not the expected JSON object)")
+    return meta
+
+
+def _listed(entry: object) -> tuple[int | None, str | None]:
+    """(size, sha256) of a ``meta["files"]`` entry: ``{"size", "sha256"}``, or a bare size (older)."""
+    if isinstance(entry, dict):
+        return entry.get("size"), entry.get("sha256")
+    return (entry, None) if isinstance(entry, int) else (None, None)
+
+
+def _verify(d: Path, checksums: Iterable[str] = ()) -> dict:
+    """``meta.json`` of step folder ``d`` once every listed file is there with its size and, for the
+    names in ``checksums``, its sha256; otherwise an InputError naming the file."""
+    meta = _read_meta_file(d)
+    to_hash = set(checksums)
+    for name, entry in meta.get("files", {}).items():
+        f = d / name
+        size, digest = _listed(entry)
+        try:
+            actual = f.stat().st_size
+        except OSError as e:
+            raise InputError(f, f"missing from the checkpoint folder ({e.strerror})") from e
+        if size is not None and actual != size:
+            raise InputError(
+                f, f"truncated or damaged {_what(name)} ({actual} bytes, expected {size})"
+            )
+        if name in to_hash and digest is not None and _sha256(f) != digest:
+            raise InputError(f, f"damaged {_what(name)} (sha256 checksum mismatch)")
+    return meta
+
+
+def _complete(d: Path) -> bool:
+    try:
+        _verify(d)
+    except InputError:
+        return False
+    return True
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete step folders of a run (or of its ``checkpoints/`` folder), oldest first."""
+    return [p for p in _step_dirs(_root(Path(run_dir))) if _complete(p)]
+
+
+# -- choosing the folder --------------------------------------------------------------------------
+def _candidates(path: Path) -> tuple[list[Path], bool]:
+    """(step folders to try, best first; whether the user named the folder)."""
+    if _is_step_dir(path):
+        return [path], True
+    if not path.exists():
+        raise InputError(path, "not found")
+    root = _root(path)
+    newest_first = _step_dirs(root)[::-1]
+    try:
+        name = (root / "latest").read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        name = ""
+    latest = [p for p in newest_first if p.name == name]  # empty if it names no visible folder
+    found = latest + [p for p in newest_first if p not in latest]
+    if not found:
+        raise InputError(
+            path, "no checkpoint here (expected a run folder, checkpoints/ or a step_* folder)"
+        )
+    return found, False
+
+
+def _first_intact(path: str | Path, use: Callable[[Path], _T], warn: bool = True) -> _T:
+    """``use(folder)`` for the first candidate folder of ``path`` it accepts (it raises InputError
+    on a damaged one). Damaged folders passed over are reported by one warning if ``warn``."""
+    found, named = _candidates(Path(path))
+    if named:
+        return use(found[0])
+    damaged: list[InputError] = []
+    for d in found:
+        try:
+            result = use(d)
+        except InputError as e:
+            damaged.append(e)
+            continue
+        if damaged and warn:
+            warnings.warn(
+                f"damaged checkpoint skipped: {'; '.join(map(str, damaged))}; falling back to {d}",
+                UserWarning,
+                stacklevel=3,
+            )
+        return result
+    raise InputError(_root(Path(path)), f"no intact checkpoint: {'; '.join(map(str, damaged))}")
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A run folder, its ``checkpoints/`` folder, or a step folder -> the complete step folder to
+    use (sizes checked; checksums are left to ``load_checkpoint``, which also warns about damaged
+    folders passed over: callers that resolve and then load hear of them once)."""
+
+    def use(d: Path) -> Path:
+        _verify(d)
+        return d
+
+    return _first_intact(path, use, warn=False)
+
+
+def has_checkpoint(path: str | Path) -> bool:
+    p = Path(path)
+    if _is_step_dir(p):
+        return _complete(p)
+    return bool(list_checkpoints(p))
+
+
+def read_meta(path: str | Path) -> dict:
+    return _read_meta_file(resolve_checkpoint(path))
+
+
+# -- loading --------------------------------------------------------------------------------------
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:160]}" if text else type(e).__name__
+
+
+def _load_weights(f: Path, map_location: str | torch.device) -> dict[str, torch.Tensor]:
+    if not f.exists():
+        raise InputError(
+            f, f"missing from checkpoint (has {sorted(x.name for x in f.parent.iterdir())})"
+        )
+    try:
+        return load_file(str(f), device=str(map_location))
+    except Exception as e:  # SafetensorError, OSError, ...: all mean the file is unusable
+        raise InputError(f, f"truncated or damaged weights file ({_first_line(e)})") from e
+
+
+def _load_state(f: Path, map_location: str | torch.device) -> dict:
+    try:
+        return torch.load(f, map_location=map_location, weights_only=True)
+    except Exception as e:  # RuntimeError (zip), EOFError, UnpicklingError, OSError, ...
+        raise InputError(f, f"truncated or damaged training state ({_first_line(e)})") from e
+
+
+def load_checkpoint(
+    path: str | Path,
+    names: tuple[str, ...] = ("model", "ema"),
+    with_state: bool = True,
+    map_location: str | torch.device = "cpu",
+) -> dict:
+    """``{"meta": dict, "dir": Path, "<name>": state_dict, ..., "state": dict | None}`` of the
+    first intact folder (see the module docstring), the files read checked against their sha256."""
+    reads = [f"{n}.safetensors" for n in names] + (["state.pt"] if with_state else [])
+
+    def use(d: Path) -> dict:
+        out: dict = {"meta": _verify(d, checksums=reads), "dir": d}
+        for n in names:
+            out[n] = _load_weights(d / f"{n}.safetensors", map_location)
+        out["state"] = _load_state(d / "state.pt", map_location) if with_state else None
+        return out
+
+    return _first_intact(path, use)
+
+
+def load_model_for_inference(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(resolved config dict, EMA weights) of a run's latest checkpoint (or of a step folder)."""
+    ck = load_checkpoint(path, names=("ema",), with_state=False)
+    return ck["meta"]["config"], ck["ema"]
+
+
+# -- writing --------------------------------------------------------------------------------------
+def _mkdir_hidden(root: Path, name: str) -> Path:
+    """A new hidden folder ``.<name>.<random>`` in ``root``; mode 0777 so the umask decides
+    (``tempfile.mkdtemp`` would make it 0700 and the rename would keep that)."""
+    for _ in range(100):
+        tmp = root / f".{name}.{secrets.token_hex(6)}"
+        try:
+            os.mkdir(tmp, 0o777)
+            return tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"cannot create a temporary folder in {root}")  # pragma: no cover
+
+
+def _remove(d: Path) -> None:
+    """Delete folder ``d``, renaming it out of view first: ``rmtree`` goes file by file, and a kill
+    midway must not leave a visible step folder with its meta.json but without weights."""
+    trash = d.parent / f".trash.{d.name}.{os.getpid()}.{secrets.token_hex(3)}"
+    try:
+        d.rename(trash)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _write_files(tmp: Path, step: int, weights: dict, state: dict) -> dict[str, dict]:
+    """Weights and state into ``tmp``; their ``meta["files"]`` entries (size, sha256)."""
+    # safetensors creates its files 0600 whatever the umask; give them what open() would give:
+    # 0666 & ~umask, i.e. the mode of the folder (made with 0777 & ~umask) without the x bits
+    file_mode = stat.S_IMODE(tmp.stat().st_mode) & 0o666
+    paths = []
+    for key, sd in weights.items():
+        path = tmp / f"{key}.safetensors"
+        save_file(_cpu_copies(sd), str(path), metadata={"step": str(step), "format": "pt"})
+        os.chmod(path, file_mode)
+        paths.append(path)
+    torch.save(state, tmp / "state.pt")
+    paths.append(tmp / "state.pt")
+    return {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in paths}
 
 
 def save_checkpoint(
@@ -92,15 +347,8 @@ def save_checkpoint(
     root.mkdir(parents=True, exist_ok=True)
     name = step_dir_name(step)
     final = root / name
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+    tmp = _mkdir_hidden(root, name)
     try:
-        files = {}
-        for key, sd in weights.items():
-            path = tmp / f"{key}.safetensors"
-            save_file(_cpu_copies(sd), str(path), metadata={"step": str(step), "format": "pt"})
-            files[path.name] = path.stat().st_size
-        torch.save(state, tmp / "state.pt")
-        files["state.pt"] = (tmp / "state.pt").stat().st_size
         meta = {
             "format": FORMAT,
             "step": step,
@@ -108,7 +356,7 @@ def save_checkpoint(
             "brainsynth_version": __version__,
             "torch_version": torch.__version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "files": files,
+            "files": _write_files(tmp, step, weights, state),
             **(extra_meta or {}),
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
@@ -116,7 +364,7 @@ def save_checkpoint(
             _fsync(f)
         _fsync(tmp)
         if final.exists():  # re-saving a step (e.g. a resumed run that was already finished)
-            old = root / f".old.{name}.{os.getpid()}"
+            old = root / f".trash.{name}.{os.getpid()}.{secrets.token_hex(3)}"
             final.rename(old)
             tmp.rename(final)
             shutil.rmtree(old, ignore_errors=True)
@@ -127,82 +375,17 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     write_text_atomic(root / "latest", name + "\n")
-    _prune(root, keep, final)
+    _prune(root, keep, final, step)
     return final
 
 
-def _prune(root: Path, keep: int, current: Path) -> None:
-    steps = list_checkpoints(root)
-    for old in steps[: max(len(steps) - max(keep, 1), 0)]:
-        if old != current:
-            shutil.rmtree(old, ignore_errors=True)
-    for stale in root.glob(".step_*"):  # temporary folders left by a crash
-        shutil.rmtree(stale, ignore_errors=True)
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A run folder, its ``checkpoints/`` folder, or a step folder -> the step folder."""
-    p = Path(path)
-    if (p / "meta.json").exists():
-        return p
-    if not p.exists():
-        raise InputError(p, "not found")
-    for root in (p, p / "checkpoints"):
-        latest = root / "latest"
-        if latest.exists():
-            target = root / latest.read_text().strip()
-            if (target / "meta.json").exists():
-                return target
-        found = list_checkpoints(root)
-        if found:
-            return found[-1]
-    raise InputError(
-        p, "no checkpoint here (expected a run folder, checkpoints/ or a step_* folder)"
-    )
-
-
-def has_checkpoint(path: str | Path) -> bool:
-    try:
-        resolve_checkpoint(path)
-    except InputError:
-        return False
-    return True
-
-
-def read_meta(path: str | Path) -> dict:
-    d = resolve_checkpoint(path)
-    try:
-        return json.loads((d / "meta.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise InputError(d / "meta.json", f"unreadable checkpoint metadata ({e})") from e
-
-
-def load_checkpoint(
-    path: str | Path,
-    names: tuple[str, ...] = ("model", "ema"),
-    with_state: bool = True,
-    map_location: str | torch.device = "cpu",
-) -> dict:
-    """``{"meta": dict, "dir": Path, "<name>": state_dict, ..., "state": dict | None}``."""
-    d = resolve_checkpoint(path)
-    out: dict = {"meta": read_meta(d), "dir": d}
-    for n in names:
-        f = d / f"{n}.safetensors"
-        if not f.exists():
-            raise InputError(
-                f, f"missing from checkpoint (has {sorted(x.name for x in d.iterdir())})"
-            )
-        out[n] = load_file(str(f), device=str(map_location))
-    out["state"] = None
-    if with_state:
-        try:
-            out["state"] = torch.load(d / "state.pt", map_location=map_location, weights_only=True)
-        except (OSError, RuntimeError) as e:
-            raise InputError(d / "state.pt", f"cannot load training state ({e})") from e
-    return out
-
-
-def load_model_for_inference(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    """(resolved config dict, EMA weights) of a run's latest checkpoint (or of a step folder)."""
-    ck = load_checkpoint(path, names=("ema",), with_state=False)
-    return ck["meta"]["config"], ck["ema"]
+def _prune(root: Path, keep: int, current: Path, step: int) -> None:
+    """Keep the newest ``keep`` complete folders (and ``current``); delete the other folders of
+    earlier steps, damaged ones included, and hidden leftovers of crashes and deletions."""
+    kept = set(list_checkpoints(root)[-max(keep, 1) :]) | {current}
+    for d in _step_dirs(root):
+        if d not in kept and (_step_of(d) or 0) < step:  # later folders: not ours to judge
+            _remove(d)
+    for pattern in _HIDDEN_LEFTOVERS:
+        for stale in root.glob(pattern):
+            shutil.rmtree(stale, ignore_errors=True)
