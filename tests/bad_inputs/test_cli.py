@@ -218,3 +218,9 @@ def test_bench_exits_1_when_configurations_fail():
     )
     assert_clean_error(code, text, 1, ("1 of 2 configuration(s) failed", "cpu tiny 3"))
     assert "| cpu | tiny | 0.04 | 8x8 |" in text  # the good one was still measured
+
+
+def test_a_checkpoint_of_another_method_is_refused(tmp_path, toy_run):
+    code, text = run_cli("sample", "ldm", "--ckpt", toy_run, "--out", tmp_path / "s")
+    assert_clean_error(code, text, 2, ("checkpoint of method 'toy', not 'ldm'",))
+    assert not (tmp_path / "s").exists() or not any((tmp_path / "s").iterdir())

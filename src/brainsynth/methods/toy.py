@@ -32,7 +32,7 @@ from brainsynth.io import Volume, write_bytes_atomic, write_text_atomic, write_v
 from brainsynth.io.outdir import claim_output_dir
 from brainsynth.nn.unet import build_unet
 from brainsynth.sampling import batch_progress, ddim_sample, ddpm_sample
-from brainsynth.training.checkpoint import load_model_for_inference, read_meta
+from brainsynth.training.checkpoint import load_model_for_inference
 from brainsynth.training.distributed import get_dist_info, seed_everything
 from brainsynth.training.losses import diffusion_loss, randn_like
 from brainsynth.training.trainer import Trainer
@@ -164,12 +164,7 @@ def load_trained(
     ckpt: str | Path, device: torch.device | str = "cpu"
 ) -> tuple[ToyConfig, nn.Module]:
     """(config, EMA model in eval mode) of a toy run or checkpoint folder."""
-    config, weights = load_model_for_inference(ckpt)
-    meta = read_meta(ckpt)
-    if meta.get("method", NAME) != NAME:
-        from brainsynth.errors import InputError
-
-        raise InputError(ckpt, f"checkpoint of method {meta.get('method')!r}, not {NAME!r}")
+    config, weights = load_model_for_inference(ckpt, method=NAME)
     cfg = from_dict(ToyConfig, config)
     model = build_model(cfg)
     model.load_state_dict(weights)

@@ -266,13 +266,18 @@ def load_checkpoint(
     names: tuple[str, ...] = ("model", "ema"),
     with_state: bool = True,
     map_location: str | torch.device = "cpu",
+    method: str | None = None,
 ) -> dict:
     """``{"meta": dict, "dir": Path, "<name>": state_dict, ..., "state": dict | None}`` of the
-    first intact folder (see the module docstring), the files read checked against their sha256."""
+    first intact folder (see the module docstring), the files read checked against their sha256.
+    ``method``: the checkpoint must have been written by that method (else an InputError)."""
     reads = [f"{n}.safetensors" for n in names] + (["state.pt"] if with_state else [])
 
     def use(d: Path) -> dict:
-        out: dict = {"meta": _verify(d, checksums=reads), "dir": d}
+        meta = _verify(d, checksums=reads)
+        if method is not None:
+            check_method(meta, method, d)
+        out: dict = {"meta": meta, "dir": d}
         for n in names:
             out[n] = _load_weights(d / f"{n}.safetensors", map_location)
         out["state"] = _load_state(d / "state.pt", map_location) if with_state else None
@@ -281,9 +286,26 @@ def load_checkpoint(
     return _first_intact(path, use)
 
 
-def load_model_for_inference(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    """(resolved config dict, EMA weights) of a run's latest checkpoint (or of a step folder)."""
-    ck = load_checkpoint(path, names=("ema",), with_state=False)
+def checkpoint_method(meta: dict) -> str | None:
+    """The method that wrote a checkpoint: ``meta["method"]``, or its config's ``method`` key."""
+    config = meta.get("config")
+    return meta.get("method") or (config.get("method") if isinstance(config, dict) else None)
+
+
+def check_method(meta: dict, method: str, where: str | Path) -> None:
+    """InputError unless the checkpoint was written by ``method`` (a checkpoint without a method
+    name, from an older version, passes)."""
+    found = checkpoint_method(meta)
+    if found is not None and found != method:
+        raise InputError(where, f"checkpoint of method {found!r}, not {method!r}")
+
+
+def load_model_for_inference(
+    path: str | Path, method: str | None = None
+) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(resolved config dict, EMA weights) of a run's latest checkpoint (or of a step folder);
+    ``method`` as in :func:`load_checkpoint`."""
+    ck = load_checkpoint(path, names=("ema",), with_state=False, method=method)
     return ck["meta"]["config"], ck["ema"]
 
 

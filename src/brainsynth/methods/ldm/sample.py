@@ -105,8 +105,10 @@ def sample_ldm(
     if n < 1:
         raise InputError(None, f"the number of volumes must be at least 1, got {n}")
     out = claim_output_dir(out, OWNED, overwrite=overwrite)
-    ck = load_checkpoint(ckpt, names=("ema",), with_state=False)
+    ck = load_checkpoint(ckpt, names=("ema",), with_state=False, method="ldm")
     meta = ck["meta"]["config"]
+    if meta.get("stage") == "ae":
+        raise InputError(ck["dir"], "an autoencoder run: sample from the diffusion stage's run")
     cfg = config_from_meta(meta)
     steps, guidance, eta = (
         steps if steps is not None else cfg.sample.steps,
