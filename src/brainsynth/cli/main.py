@@ -19,7 +19,17 @@ app = typer.Typer(
 )
 
 # Each module defines ``register(app)``; a module that is not there yet is simply skipped.
-_COMMAND_MODULES = ("prepare", "phantoms", "train", "sample", "ldm", "evaluate", "demo", "bench")
+_COMMAND_MODULES = (
+    "prepare",
+    "phantoms",
+    "train",
+    "sample",
+    "ldm",
+    "restore",
+    "evaluate",
+    "demo",
+    "bench",
+)
 
 
 def _register_all() -> None:

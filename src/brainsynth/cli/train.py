@@ -86,6 +86,9 @@ def add_train_command(method: str, help: str | None = None) -> None:
 add_train_command(
     "toy", "Toy Gaussian diffusion of discs/balls (no data needed): a seconds-long smoke run."
 )
+add_train_command(
+    "restore", "The restore method's unconditional diffusion prior on a cache's T1w images."
+)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,33 @@
+"""Method ``restore``: an unconditional diffusion prior on healthy T1w volumes, used with DAPS
+posterior sampling (``brainsynth.inverse``) to undo thick slices, bias fields and lesions; one prior
+serves every task, nothing is retrained per task.
+
+    config.py   the config schema (RestoreConfig: data, model, diffusion, train, sample, daps)
+    prior.py    the network and process, the prior's grid and units (PriorInfo), load_prior
+    train.py    cache images -> pooled, mirrored batches -> the shared Trainer
+    sample.py   unconditional DDIM samples (NIfTI + montage), to check a prior by eye
+"""
+
+from brainsynth.methods.restore.config import Config, RestoreConfig
+from brainsynth.methods.restore.prior import (
+    PriorInfo,
+    build_model,
+    build_process,
+    config_from_meta,
+    load_prior,
+)
+from brainsynth.methods.restore.sample import sample
+from brainsynth.methods.restore.train import PriorImages, train
+
+__all__ = [
+    "Config",
+    "PriorImages",
+    "PriorInfo",
+    "RestoreConfig",
+    "build_model",
+    "build_process",
+    "config_from_meta",
+    "load_prior",
+    "sample",
+    "train",
+]

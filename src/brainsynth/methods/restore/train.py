@@ -1,0 +1,123 @@
+"""Training the prior: cache images -> (pooled, mirrored) batches in model units -> the shared
+Trainer with the engine's denoising loss (Min-SNR-weighted), EMA, checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from brainsynth.config import to_dict
+from brainsynth.data.cache import read_cache_manifest
+from brainsynth.errors import InputError
+from brainsynth.methods.ldm.data import ImageSet, mirror_lr
+from brainsynth.methods.restore.config import RestoreConfig
+from brainsynth.methods.restore.prior import (
+    NAME,
+    PriorInfo,
+    build_model,
+    build_process,
+    spatial_multiple,
+)
+from brainsynth.training.distributed import seed_everything
+from brainsynth.training.losses import diffusion_loss
+from brainsynth.training.trainer import Trainer, ValFn
+
+
+class PriorImages(Dataset):
+    """Items ``{"image": (1, *info.padded_shape) float32}`` in model units: the cache images of
+    ``split``, average-pooled and end-padded (background), then ``info.to_model``. With
+    ``mirror``, item ``n + i`` is the left-right mirror of item ``i`` (the cache is RAS: X runs
+    left to right), so every item stays a function of its index (exact resume)."""
+
+    def __init__(self, cache: str | Path, split: str, cfg: RestoreConfig, info: PriorInfo):
+        self.images = ImageSet(cache, split, cfg.data.downsample, spatial_multiple(cfg))
+        self.info = info
+        self.mirror = cfg.data.mirror
+        self.preload = cfg.data.preload
+        self._memory: dict[int, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self.images) * (2 if self.mirror else 1)
+
+    def _image(self, i: int) -> torch.Tensor:
+        if i in self._memory:
+            return self._memory[i]
+        x = self.info.to_model(self.images[i]["image"])  # pad (0) first: it becomes background
+        if self.preload:
+            self._memory[i] = x
+        return x
+
+    def __getitem__(self, i: int) -> dict:
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        n = len(self.images)
+        x = self._image(i % n)
+        if i >= n:
+            x = mirror_lr(x[None], self.info.shape[0])[0]
+        return {"image": x}
+
+
+def val_fn(
+    cfg: RestoreConfig, cache: str | Path, info: PriorInfo, device: torch.device
+) -> ValFn | None:
+    """The denoising loss of the EMA model on the first ``data.val_images`` val-split images, with
+    the same timesteps and noise at every validation (so values compare across steps); None
+    without val images."""
+    if cfg.data.val_images == 0 or not read_cache_manifest(cache, "val"):
+        return None
+    data = PriorImages(cache, "val", cfg, info)
+    n = min(cfg.data.val_images, len(data.images))  # originals only, not mirrors
+    x0 = torch.stack([data[i]["image"] for i in range(n)])
+    loss = diffusion_loss(build_process(cfg), min_snr_gamma=cfg.diffusion.min_snr_gamma)
+    chunk = cfg.train.batch_size
+
+    def fn(ema_model: nn.Module, step: int) -> dict:
+        g = torch.Generator().manual_seed(1234)
+        total = 0.0
+        for start in range(0, n, chunk):
+            batch = x0[start : start + chunk].to(device)
+            total += float(loss(ema_model, {"image": batch}, g)) * len(batch)
+        return {"loss": total / n}
+
+    return fn
+
+
+def train(
+    cfg: RestoreConfig,
+    data: Path | None,
+    out: Path,
+    device: torch.device | str | None = None,
+    resume: bool = False,
+) -> Path:
+    """Train the prior on the cache ``data`` into ``out`` (checkpoints/, log.jsonl, config.yaml).
+    The checkpoints' config holds the run's config plus ``prior`` (:class:`PriorInfo`)."""
+    if data is None:
+        raise InputError(None, "method restore trains on a cache: pass --data CACHE")
+    out = Path(out)
+    info = PriorInfo.from_cache(data, cfg)
+    seed_everything(cfg.train.seed)  # the same initial weights on every rank
+    process = build_process(cfg)
+    run_cfg = {
+        "method": NAME,
+        "cache": str(Path(data).resolve()),
+        "prior": info.to_dict(),
+        **to_dict(cfg),
+    }
+    trainer = Trainer(
+        build_model(cfg),
+        diffusion_loss(process, min_snr_gamma=cfg.diffusion.min_snr_gamma),
+        PriorImages(data, "train", cfg, info),
+        cfg.train,
+        out,
+        config_dict=run_cfg,
+        device=device,
+        meta={"method": NAME},
+    )
+    trainer.val_fn = val_fn(cfg, data, info, trainer.device)
+    if resume:
+        trainer.resume()
+    trainer.fit()
+    return out
