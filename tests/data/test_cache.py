@@ -166,3 +166,111 @@ def test_compact_cache_without_labels_and_subjects_without_labels(tmp_path):
     img = read_volume(tmp_path / "cache" / "subjects" / "s0_T1w.nii.gz", dtype=None).data
     assert (img > 0).sum() <= 14 * 16 * 14  # still skull-stripped by the (unstored) labels
     assert "labels" not in CacheDataset(tmp_path / "cache", split=None)[0]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"spacing": -2.0}, r"--spacing must be a finite number > 0, got -2"),
+        ({"spacing": float("nan")}, r"--spacing must be a finite number > 0, got nan"),
+        ({"shape": (0, 16, 16)}, r"--shape must be three integers >= 1, got \(0, 16, 16\)"),
+        ({"shape": (16, 16)}, r"--shape must be three integers"),
+        ({"low": 99.5, "high": 0.5}, r"--percentiles .*0 <= LOW < HIGH <= 100, got 99.5 0.5"),
+        ({"low": -1.0}, r"--percentiles .*got -1 99.5"),
+        ({"high": float("inf")}, r"--percentiles .*got 0.5 inf"),
+        ({"assume_spacing": 0.0}, r"--assume-spacing must be a finite number > 0, got 0"),
+        ({"scheme": "aseg"}, r"unknown label scheme 'aseg'"),
+    ],
+)
+def test_options_are_checked_when_made(kwargs, match):
+    with pytest.raises(InputError, match=match):
+        PrepareOptions(**kwargs)
+
+
+def test_jobs_split_and_out_checked_before_any_subject_is_read(tmp_path):
+    subs = [_subject(tmp_path / "src", "s0")]
+    with pytest.raises(InputError, match=r"--jobs must be an integer >= 1, got 0"):
+        prepare_cache(subs, tmp_path / "cache", OPTS, jobs=0, progress=False)
+    with pytest.raises(InputError, match="summing to 1"):
+        prepare_cache(subs, tmp_path / "cache", OPTS, split=(float("nan"), 0.5, 0.5))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match=r"file: exists and is a file"):
+        prepare_cache(subs, tmp_path / "file", OPTS, progress=False)
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_run_where_every_subject_fails_leaves_the_index(tmp_path):
+    subs = [_subject(tmp_path / "src", f"s{i}", age=30.0, seed=i) for i in range(2)]
+    out = tmp_path / "cache"
+    prepare_cache(subs, out, OPTS, progress=False)
+    index = {n: (out / n).read_bytes() for n in ("manifest.tsv", "cache.json")}
+    for s in subs:
+        s.t1.write_bytes(s.t1.read_bytes()[:300])
+    res = prepare_cache(subs, out, PrepareOptions(spacing=3.0, shape=(16, 16, 16)), progress=False)
+    assert not res.records and set(res.failures) == {"s0", "s1"} and not res.index_written
+    assert {n: (out / n).read_bytes() for n in index} == index
+    assert not (out / "failures.tsv").exists()  # the index, failures.tsv included, is the old one
+
+
+def test_errors_name_the_file_at_fault(tmp_path):
+    src = tmp_path / "src"
+    zero = _subject(src, "zero", seed=1)  # all-zero labels: the label map's fault
+    write_volume(
+        Volume(np.zeros((24, 24, 24), np.uint16), read_volume(zero.t1).affine), zero.labels
+    )
+    head = _subject(src, "head", seed=2)  # head tissue only: no brain label
+    lab = read_volume(head.labels, dtype=None)
+    write_volume(lab.with_data(np.where(lab.data > 0, 530, 0).astype(np.uint16)), head.labels)
+    const = _subject(src, "const", labels=False, seed=3)  # the T1w's fault
+    write_volume(
+        Volume(np.full((24, 24, 24), 7.0, np.float32), read_volume(const.t1).affine), const.t1
+    )
+    opts = PrepareOptions(spacing=2.0, shape=(16, 16, 16), scheme="freesurfer")
+    res = prepare_cache([zero, head, const], tmp_path / "cache", opts, progress=False)
+    assert res.failures["zero"] == f"{zero.labels}: the label map is all zero (no labelled voxel)"
+    assert res.failures["head"].startswith(
+        f"{head.labels}: no brain or CSF label of the freesurfer"
+    )
+    assert res.failures["const"] == f"{const.t1}: no head to find: every voxel of the image is 7"
+
+
+def test_table_problems_fail_that_subject_only(tmp_path):
+    subs = [_subject(tmp_path / "src", f"s{i}", age=30.0, seed=i) for i in range(2)]
+    subs[1].problems.append("participants.tsv: s1, column 'age': 1e+09 is outside 0..120 years")
+    res = prepare_cache(subs, tmp_path / "cache", OPTS, progress=False)
+    assert [r["subject"] for r in res.records] == ["s0"]
+    assert res.failures == {
+        "s1": "participants.tsv: s1, column 'age': 1e+09 is outside 0..120 years"
+    }
+
+
+def _no_voxel_size(sub: Subject) -> None:
+    """Rewrite a subject's files with pixdim 0 and no qform/sform (nibabel's writer would fix it)."""
+    import gzip
+
+    import nibabel as nib
+
+    for path in (sub.t1, sub.labels):
+        img = nib.load(str(path))
+        hdr = img.header.copy()
+        hdr["pixdim"][1:4] = 0
+        hdr["qform_code"] = hdr["sform_code"] = 0
+        hdr["vox_offset"] = 352
+        data = np.asarray(img.dataobj, dtype=hdr.get_data_dtype())
+        path.write_bytes(gzip.compress(hdr.binaryblock + b"\0" * 4 + data.tobytes(order="F")))
+
+
+def test_assumed_spacing_is_recorded_and_decides_reuse(tmp_path):
+    subs = [_subject(tmp_path / "src", f"s{i}", age=30.0, seed=i) for i in range(2)]
+    _no_voxel_size(subs[1])
+    out = tmp_path / "cache"
+    res = prepare_cache(subs, out, OPTS, progress=False)
+    assert set(res.failures) == {"s1"} and "voxel size unknown" in res.failures["s1"]
+    opts = PrepareOptions(spacing=2.0, shape=(16, 16, 16), assume_spacing=2.0)
+    res = prepare_cache(subs, out, opts, progress=False)  # s0 reused: the option is not for it
+    assert not res.failures and res.reused == 1
+    assert "assuming 2 mm isotropic" in res.warnings["s1"]
+    assert json.loads((out / "subjects" / "s1.json").read_text())["assumed_spacing"] == 2.0
+    assert prepare_cache(subs, out, opts, progress=False).reused == 2
+    other = PrepareOptions(spacing=2.0, shape=(16, 16, 16), assume_spacing=1.0)
+    assert prepare_cache(subs, out, other, progress=False).reused == 1  # s1 redone at 1 mm

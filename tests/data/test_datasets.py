@@ -13,11 +13,18 @@ from brainsynth.data.covariates import (
     CovariateNormaliser,
     check_names,
     format_value,
+    implausible,
     parse_value,
     sex_code,
 )
 from brainsynth.data.datasets import load_subjects, read_bids
-from brainsynth.data.labels import detect_scheme, intracranial_mask, label_volumes
+from brainsynth.data.labels import (
+    detect_scheme,
+    intracranial_mask,
+    label_counts,
+    label_volumes,
+    resolve_scheme,
+)
 from brainsynth.errors import InputError
 from brainsynth.io import Surface, Volume, read_volume, write_surface, write_volume
 
@@ -143,6 +150,58 @@ def test_covariate_parsing_and_errors():
         and sex_code("f") == 0.0
         and format_value("age", None) == "n/a"
     )
+
+
+def test_implausible_covariates():
+    assert implausible("age", 1e9) == "1e+09 is outside the plausible range 0..120 years"
+    assert "(in mm^3: is it in ml or litres?)" in implausible("brain_volume", 1200.0)
+    assert implausible("ventricle_volume", 4e5).startswith("400000 is outside")
+    for name, value in [("age", 0.0), ("age", 120.0), ("brain_volume", 1.2e6), ("sex", 1.0)]:
+        assert implausible(name, value) is None
+    assert implausible("age", None) is None
+
+
+def test_implausible_table_values_become_the_subjects_problems(tmp_path):
+    root = _bids(tmp_path, ids=("sub-01", "sub-02"), rows=2)
+    (root / "participants.tsv").write_text(
+        "participant_id\tage\tsex\tbrain_mm3\nsub-01\t1e9\tF\t1200\nsub-02\t40\tM\t1.2e6\n"
+    )
+    one, two = read_bids(root)
+    assert one.covariates["age"] == 1e9 and len(one.problems) == 2 and not two.problems
+    assert one.problems[0].startswith(f"{root / 'participants.tsv'}: sub-01, column 'age': 1e+09")
+    assert (
+        "column 'brain_mm3': 1200 is outside the plausible range 300000..2.5e+06 mm^3"
+        in (one.problems[1])
+    )
+    (tmp_path / "m.csv").write_text("subject,t1,age\ns1,sub-01/anat/sub-01_T1w.nii.gz,200\n")
+    (s,) = load_subjects(tmp_path / "m.csv")
+    assert s.problems == [f"{tmp_path / 'm.csv'}: line 2 (s1), column 'age': 200 is outside the "
+                          "plausible range 0..120 years"]  # fmt: skip
+
+
+def test_table_warnings_missing_column_and_missing_cells(tmp_path):
+    root = _bids(tmp_path, ids=("sub-01", "sub-02", "sub-03"), rows=0)
+    table = root / "participants.tsv"
+    table.write_text("participant_id\tage\nsub-01\tnan\nsub-02\tn/a\nsub-03\t\n")
+    with pytest.warns(UserWarning) as record:
+        read_bids(root)
+    messages = [str(w.message) for w in record]
+    assert f"{table}: no sex column: missing for every subject" in messages[0]
+    assert (
+        f"{table}: cells read as missing, per column: age 3 (empty 1, n/a 1, nan 1)"
+        in (messages[1])
+    )
+    assert len(messages) == 2  # one warning per finding, not one per cell
+
+
+def test_resolve_scheme_refuses_maps_that_strip_everything():
+    with pytest.raises(InputError, match="all zero"):
+        resolve_scheme(label_counts(np.zeros((4, 4, 4), np.uint8)), "freesurfer")
+    with pytest.raises(InputError, match=r"no brain or CSF label of the freesurfer scheme .*530"):
+        resolve_scheme(label_counts(np.full((4, 4, 4), 530, np.uint16)), "freesurfer")
+    lab = np.zeros((4, 4, 4), np.uint8)
+    lab[1:3, 1:3, 1:3] = 2
+    assert resolve_scheme(label_counts(lab)) == "freesurfer"
 
 
 def test_normaliser_round_trip_and_missing_values():

@@ -244,3 +244,15 @@ def test_real_pycortex_lia_1mm(shared_data):
     ref = np.clip((t1.data - lo) / (hi - lo), 0, 1)
     assert covered.mean() > 0.4
     assert np.corrcoef(back[covered], ref[covered])[0, 1] > 0.95
+
+
+def test_nothing_to_normalise_says_why():
+    from brainsynth.data.preprocess import robust_range
+
+    with pytest.raises(ValueError, match="no voxels to normalise: the brain mask is empty"):
+        robust_range(np.ones((4, 4, 4)), np.zeros((4, 4, 4)))
+    with pytest.raises(ValueError, match="no voxels to normalise: the image is all zero"):
+        robust_range(np.zeros((4, 4, 4)))
+    flat = Volume(np.full((12, 12, 12), 5.0, np.float32), np.eye(4))
+    with pytest.raises(ValueError, match="no head to find: every voxel of the image is 5"):
+        preprocess_subject(flat, spacing=1.0, shape=(8, 8, 8))

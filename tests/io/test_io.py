@@ -219,3 +219,134 @@ def test_truncated_real_scan_named(shared_data, tmp_path):
     bad.write_bytes(src.read_bytes()[: src.stat().st_size * 2 // 3])
     with pytest.raises(InputError, match=r"sub-IXI012_T1w\.nii\.gz: corrupt or truncated gzip"):
         read_volume(bad)
+
+
+# --- integrity and header checks (issue: hostile inputs) ------------------------------------
+
+
+def _nifti_bytes(data: np.ndarray, **fields) -> bytes:
+    """NIfTI-1 bytes with header fields as given (nibabel's writer would fix a bad pixdim)."""
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape(data.shape)
+    hdr.set_data_dtype(data.dtype)
+    hdr["vox_offset"] = 352
+    for key, value in fields.items():
+        hdr[key] = value
+    return hdr.binaryblock + b"\0" * 4 + data.tobytes(order="F")
+
+
+def _flip_middle(raw: bytes, n: int = 200) -> bytes:
+    b = bytearray(raw)
+    mid = len(b) // 2
+    b[mid : mid + n] = bytes(x ^ 0xFF for x in b[mid : mid + n])
+    return bytes(b)
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".mgz"])
+def test_crc_corrupt_gzip_is_refused(tmp_path, suffix):
+    # Stored deflate blocks: the flipped bytes garble voxels but decode, so only the CRC at the end
+    # of the stream can tell; nibabel stops reading after the voxels and never got there.
+    data = np.random.default_rng(0).random((16, 16, 16)).astype(np.float32)
+    img = nib.MGHImage(data, np.eye(4)) if suffix == ".mgz" else nib.Nifti1Image(data, np.eye(4))
+    p = tmp_path / f"c{suffix}"
+    p.write_bytes(_flip_middle(gzip.compress(img.to_bytes(), compresslevel=0)))
+    with pytest.raises(InputError, match=rf"c\{suffix}: corrupt .*gzip data \(CRC check failed"):
+        read_volume(p)
+
+
+def test_gzip_of_a_truncated_file(tmp_path):
+    raw = nib.Nifti1Image(np.ones((10, 10, 10), np.float32), np.eye(4)).to_bytes()
+    (tmp_path / "t.nii.gz").write_bytes(gzip.compress(raw[:2000]))  # a valid stream, short data
+    with pytest.raises(InputError, match=r"truncated: .*\(10, 10, 10\).*decompressed data ends"):
+        read_volume(tmp_path / "t.nii.gz")
+
+
+def test_declared_size_is_checked_before_reading(tmp_path, monkeypatch):
+    raw = bytearray(_nifti_bytes(np.ones((8, 8, 8), np.float32)))
+    hdr = nib.Nifti1Header(bytes(raw[:348]))
+    hdr.set_data_shape((10000, 10000, 10000))
+    raw[:348] = hdr.binaryblock
+    (tmp_path / "h.nii").write_bytes(raw)
+    (tmp_path / "h.nii.gz").write_bytes(gzip.compress(bytes(raw)))
+    with pytest.raises(
+        InputError, match=r"h\.nii: truncated: .*\(10000, 10000, 10000\) of float32"
+    ):
+        read_volume(tmp_path / "h.nii")
+    with pytest.raises(InputError, match=r"\(10000, 10000, 10000\) of float32 \(4 TB\), more than"):
+        read_volume(tmp_path / "h.nii.gz")
+    # a plausible file, but more than the memory there is
+    from brainsynth.io import volume
+
+    monkeypatch.setattr(volume, "_available_memory", lambda: 1000)
+    p = write_volume(Volume(np.ones((8, 8, 8), np.float32), np.eye(4)), tmp_path / "m.nii")
+    with pytest.raises(InputError, match=r"m\.nii: .*\(8, 8, 8\).*1 kB of memory available"):
+        read_volume(p)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (8, 8, 1)])
+def test_degenerate_shape(tmp_path, shape):
+    p = write_volume(Volume(np.ones(shape, np.float32), np.eye(4)), tmp_path / "d.nii.gz")
+    with pytest.raises(InputError, match=rf"d\.nii\.gz: degenerate shape \({shape[0]}, "):
+        read_volume(p)
+
+
+NO_XFORM = {"qform_code": 0, "sform_code": 0}
+
+
+@pytest.mark.parametrize(
+    ("fields", "match"),
+    [
+        ({**NO_XFORM, "pixdim": [1, 0, 0, 0, 1, 1, 1, 1]}, r"pixdim is \(0, 0, 0\) and there is no qform/sform"),
+        ({**NO_XFORM, "pixdim": [1, np.nan, 2, 2, 1, 1, 1, 1]}, r"pixdim is \(nan, 2, 2\)"),
+        ({**NO_XFORM, "pixdim": [1, -2, 2, 2, 1, 1, 1, 1]}, r"pixdim is \(-2, 2, 2\)"),
+        ({"qform_code": 1, "sform_code": 0, "pixdim": [1, 2, 0, 2, 1, 1, 1, 1]}, r"pixdim is \(2, 0, 2\) and there is no sform"),
+        ({"sform_code": 1, "srow_x": [np.nan, 0, 0, 0], "srow_y": [0, 1, 0, 0], "srow_z": [0, 0, 1, 0]}, "NaN or infinite"),
+        ({"sform_code": 1, "srow_x": [0, 0, 0, 0], "srow_y": [0, 1, 0, 0], "srow_z": [0, 0, 1, 0]}, "singular"),
+    ],
+)  # fmt: skip
+def test_unusable_voxel_size_or_affine(tmp_path, fields, match):
+    p = tmp_path / "v.nii"
+    p.write_bytes(_nifti_bytes(np.ones((8, 8, 8), np.float32), **fields))
+    with pytest.raises(InputError, match=rf"v\.nii: .*{match}"):
+        read_volume(p)
+
+
+def test_assume_spacing_for_a_file_without_voxel_size(tmp_path):
+    from brainsynth.io.volume import AssumedSpacingWarning
+
+    p = tmp_path / "v.nii.gz"
+    fields = {**NO_XFORM, "pixdim": [1, 0, 0, 0, 1, 1, 1, 1]}
+    p.write_bytes(gzip.compress(_nifti_bytes(np.ones((8, 8, 8), np.float32), **fields)))
+    with pytest.warns(
+        AssumedSpacingWarning, match=r"v\.nii\.gz: voxel size unknown.*assuming 1\.5 mm"
+    ):
+        vol = read_volume(p, assume_spacing=1.5)
+    np.testing.assert_allclose(vol.spacing, [1.5, 1.5, 1.5])
+    # a file that has a voxel size keeps it: the assumption is only a fallback
+    q = write_volume(
+        Volume(np.ones((8, 8, 8), np.float32), np.diag([2.0, 2, 2, 1])), tmp_path / "q.nii"
+    )
+    np.testing.assert_allclose(read_volume(q, assume_spacing=1.5).spacing, [2, 2, 2])
+
+
+def test_a_qform_with_negative_pixdim_is_read_as_nibabel_does(tmp_path):
+    p = tmp_path / "n.nii"
+    fields = {"qform_code": 1, "sform_code": 0, "pixdim": [1, -2, 2, 2, 1, 1, 1, 1]}
+    p.write_bytes(_nifti_bytes(np.ones((8, 8, 8), np.float32), **fields))
+    np.testing.assert_allclose(read_volume(p).spacing, [2, 2, 2])
+
+
+def test_an_uncompressed_file_named_gz_is_read(tmp_path):
+    data = np.arange(64, dtype=np.float32).reshape(4, 4, 4)
+    (tmp_path / "plain.nii.gz").write_bytes(nib.Nifti1Image(data, np.eye(4)).to_bytes())
+    np.testing.assert_array_equal(read_volume(tmp_path / "plain.nii.gz").data, data)
+
+
+def test_scaled_integers_and_nifti2_read(tmp_path):
+    stored = np.arange(64, dtype=np.int16).reshape(4, 4, 4)
+    img = nib.Nifti1Image(stored, np.eye(4))
+    img.header.set_slope_inter(2.0, 1.0)
+    nib.save(img, str(tmp_path / "s.nii.gz"))
+    np.testing.assert_array_equal(read_volume(tmp_path / "s.nii.gz").data, stored * 2.0 + 1)
+    nib.save(nib.Nifti2Image(np.ones((4, 4, 4), np.float32), np.eye(4)), str(tmp_path / "n2.nii"))
+    assert read_volume(tmp_path / "n2.nii").shape == (4, 4, 4)

@@ -52,7 +52,7 @@ def subject_paths(cache: Path, sid: str) -> tuple[Path, Path, Path]:
 
 def check_split_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
     f = tuple(float(x) for x in fractions)
-    if len(f) != 3 or min(f) < 0 or abs(sum(f) - 1.0) > 1e-6:
+    if len(f) != 3 or not all(x >= 0 for x in f) or not abs(sum(f) - 1.0) <= 1e-6:  # NaN: refused
         raise InputError(
             None, f"split needs 3 non-negative fractions summing to 1, got {fractions}"
         )

@@ -2,7 +2,8 @@
 
 ``COVARIATES`` fixes names and order: ``age`` (years), ``sex`` (coded ``F`` -> 0, ``M`` -> 1),
 ``ventricle_volume`` and ``brain_volume`` (mm^3; definitions in ``brainsynth.data.labels``).
-Missing values are ``None`` in natural units (NaN in arrays and tensors).
+Missing values are ``None`` in natural units (NaN in arrays and tensors). Table values outside
+``PLAUSIBLE`` (e.g. an age of 1e9) are reported by ``implausible``.
 
 ``CovariateNormaliser`` is fitted on the training split: continuous covariates are standardised,
 ``(x - mean) / std``; sex stays 0/1. A missing value becomes the training mean (0 after
@@ -39,6 +40,20 @@ ALIASES: dict[str, str] = {
 SEX_CODES: dict[str, float] = {"f": 0.0, "female": 0.0, "m": 1.0, "male": 1.0}
 SEX_LETTERS: dict[float, str] = {0.0: "F", 1.0: "M"}
 MISSING: frozenset[str] = frozenset({"", "n/a", "na", "nan", "none", "null"})
+# Covariates a label map cannot give: missing in the table means missing for good.
+UNMEASURABLE: tuple[str, ...] = ("age", "sex")
+
+# Plausible values in natural units, (low, high) inclusive. A table value outside is a typo or a
+# unit mistake (months for years; ml or litres for mm^3), not a subject, and it would skew the
+# normaliser fitted on the table. Ages: 0-120 years. Ventricles: 0-300 ml (adults 7-150 ml, severe
+# hydrocephalus ~200 ml). Brain (tissue + ventricles, see ``labels``): 0.3-2.5 litres (a newborn
+# ~0.35 l, adults 0.9-1.8 l). Volumes measured on a label map are not checked: they are in mm^3 by
+# construction (and test phantoms are far smaller than a brain).
+PLAUSIBLE: dict[str, tuple[float, float]] = {
+    "age": (0.0, 120.0),
+    "ventricle_volume": (0.0, 300e3),
+    "brain_volume": (0.3e6, 2.5e6),
+}
 
 
 def check_names(names: Iterable[str]) -> None:
@@ -75,6 +90,18 @@ def parse_value(name: str, raw: object) -> float | None:
     if not math.isfinite(value) or value < 0:
         raise InputError(None, f"{name} must be a finite non-negative number, got {raw!r}")
     return value
+
+
+def implausible(name: str, value: float | None) -> str | None:
+    """Why ``value`` (natural units) is outside the plausible range of ``name``, or None."""
+    if value is None or name not in PLAUSIBLE:
+        return None
+    low, high = PLAUSIBLE[name]
+    if low <= value <= high:
+        return None
+    unit = UNITS[name]
+    hint = " (in mm^3: is it in ml or litres?)" if unit == "mm^3" else ""
+    return f"{value:g} is outside the plausible range {low:g}..{high:g} {unit}{hint}"
 
 
 def sex_code(raw: str) -> float:

@@ -9,6 +9,12 @@
 
 Covariates come from the table (``participants.tsv`` or the manifest) in natural units; missing
 ones (``n/a``) are None and get computed from the label map when the cache is prepared.
+
+A table is checked as a whole when read, with one warning per finding: no column for age or sex
+(which a label map cannot give), and cells read as missing (``n/a``, ``nan``, empty; counted per
+column). A value that is a number but implausible (``covariates.PLAUSIBLE``, e.g. an age of 1e9)
+does not stop the reading: it goes into ``Subject.problems``, and ``prepare`` reports that subject
+failed (naming the table, the subject and the column) while the others are prepared.
 """
 
 from __future__ import annotations
@@ -17,10 +23,11 @@ import csv
 import difflib
 import re
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from brainsynth.data.covariates import ALIASES, parse_value
+from brainsynth.data.covariates import ALIASES, UNMEASURABLE, implausible, is_missing, parse_value
 from brainsynth.errors import InputError
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mgz")
@@ -37,6 +44,7 @@ class Subject:
 
     ``surfaces`` keys are ``lh_pial``, ``lh_white``, ``rh_pial``, ``rh_white`` (those found).
     ``covariates`` holds the table's values (None for n/a); it may lack keys the table lacks.
+    ``problems`` says why the subject's table row is unusable (an implausible value), if it is.
     """
 
     id: str
@@ -44,6 +52,7 @@ class Subject:
     labels: Path | None = None
     surfaces: dict[str, Path] = field(default_factory=dict)
     covariates: dict[str, float | None] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
 
 
 def _is_volume(path: Path) -> bool:
@@ -79,18 +88,59 @@ def read_table(path: Path) -> list[dict[str, str]]:
     return [{k.strip(): (v or "").strip() for k, v in r.items()} for r in rows]
 
 
-def covariates_from_row(row: dict[str, str], path: Path, what: str) -> dict[str, float | None]:
-    """Covariates in a table row (columns matched by ``covariates.ALIASES``; others ignored)."""
-    out: dict[str, float | None] = {}
-    for col, raw in row.items():
+def _covariate_columns(header: list[str]) -> dict[str, str]:
+    """{covariate: table column} (columns matched by ``covariates.ALIASES``; the first one wins)."""
+    out: dict[str, str] = {}
+    for col in header:
         name = ALIASES.get(col.lower())
-        if name is None or name in out:
-            continue
+        if name is not None:
+            out.setdefault(name, col)
+    return out
+
+
+def covariates_from_row(
+    row: dict[str, str], path: Path, what: str
+) -> tuple[dict[str, float | None], list[str]]:
+    """(covariates in a table row, problems): unparseable values are an InputError; implausible
+    ones are kept and described in ``problems`` (table, ``what`` (the subject), column, value)."""
+    out: dict[str, float | None] = {}
+    problems = []
+    for name, col in _covariate_columns(list(row)).items():
         try:
-            out[name] = parse_value(name, raw)
+            out[name] = parse_value(name, row[col])
         except InputError as e:
             raise InputError(path, f"{what}, column {col!r}: {e.problem}") from e
-    return out
+        why = implausible(name, out[name])
+        if why is not None:
+            problems.append(f"{path}: {what}, column {col!r}: {why}")
+    return out, problems
+
+
+def _warn_about_table(path: Path, rows: list[dict[str, str]]) -> None:
+    """One warning per finding on a covariate table as a whole (see the module docstring)."""
+    columns = _covariate_columns(list(rows[0]))
+    absent = [n for n in UNMEASURABLE if n not in columns]
+    if absent:
+        warnings.warn(
+            f"{path}: no {' or '.join(absent)} column: missing for every subject "
+            "(a label map cannot give it; a model conditioned on it gets the training mean)",
+            stacklevel=3,
+        )
+    missing = {
+        col: Counter(row[col].strip().lower() or "empty" for row in rows if is_missing(row[col]))
+        for col in columns.values()
+    }
+    counts = [
+        f"{col} {sum(c.values())} ({', '.join(f'{k} {n}' for k, n in sorted(c.items()))})"
+        for col, c in missing.items()
+        if c
+    ]
+    if counts:
+        warnings.warn(
+            f"{path}: cells read as missing, per column: {'; '.join(counts)} (volumes are then "
+            "measured on the label maps; a missing age or sex gets the training mean)",
+            stacklevel=3,
+        )
 
 
 def _participants(root: Path) -> dict[str, dict[str, str]]:
@@ -170,6 +220,8 @@ def read_bids(root: str | Path, require_covariates: bool = False) -> list[Subjec
     root = Path(root)
     table = root / "participants.tsv"
     rows = _participants(root)
+    if rows:
+        _warn_about_table(table, list(rows.values()))
     subjects = []
     for sub_dir in sorted(p for p in root.glob("sub-*") if p.is_dir()):
         sid = sub_dir.name
@@ -182,12 +234,12 @@ def read_bids(root: str | Path, require_covariates: bool = False) -> list[Subjec
             if require_covariates:
                 raise InputError(table, msg)
             warnings.warn(f"{table}: {msg}; its covariates will come from its labels", stacklevel=2)
-        cov = covariates_from_row(rows[sid], table, sid) if sid in rows else {}
+        cov, problems = covariates_from_row(rows[sid], table, sid) if sid in rows else ({}, [])
         files = _derivative_files(root, sid)
         for key, t1s in groups.items():
             labels, surfaces = _match(files, key, sid)
             t1 = _pick(t1s, "T1w", key) or t1s[0]
-            subjects.append(Subject(key, t1, labels, surfaces, dict(cov)))
+            subjects.append(Subject(key, t1, labels, surfaces, dict(cov), list(problems)))
     if not subjects:
         raise InputError(root, "no sub-*/anat/*_T1w.nii[.gz] found (not a BIDS folder?)")
     return subjects
@@ -218,6 +270,7 @@ def read_manifest(path: str | Path) -> list[Subject]:
             path, f"manifest needs columns 'subject' and 't1' (or 'image'); has {cols}"
         )
     _check_columns(path, cols)
+    _warn_about_table(path, rows)
     subjects, seen = [], set()
     for i, row in enumerate(rows, start=2):
         sid = row["subject"]
@@ -232,15 +285,9 @@ def read_manifest(path: str | Path) -> list[Subject]:
         seen.add(sid)
         lab = row.get("labels", "")
         surfaces = {k: path.parent / row[k] for k in SURFACE_KEYS if row.get(k)}
-        subjects.append(
-            Subject(
-                sid,
-                path.parent / row[t1_col],
-                path.parent / lab if lab and lab.lower() != "n/a" else None,
-                surfaces,
-                covariates_from_row(row, path, f"line {i} ({sid})"),
-            )
-        )
+        cov, problems = covariates_from_row(row, path, f"line {i} ({sid})")
+        labels = path.parent / lab if lab and lab.lower() != "n/a" else None
+        subjects.append(Subject(sid, path.parent / row[t1_col], labels, surfaces, cov, problems))
     return subjects
 
 

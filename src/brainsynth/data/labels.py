@@ -118,6 +118,23 @@ def detect_scheme(labels: np.ndarray | dict[int, int]) -> LabelScheme:
     return best  # type: ignore[return-value]
 
 
+def resolve_scheme(counts: dict[int, int], scheme: str | None = None) -> LabelScheme:
+    """The scheme of a label map (``scheme``, or detected when None/"auto"), checked to leave
+    something after skull stripping: an all-zero map, or one without any of the scheme's brain or
+    CSF labels, is an InputError (without a file: the caller names the label map)."""
+    present = sorted(k for k in counts if k > 0)
+    if not present:
+        raise InputError(None, "the label map is all zero (no labelled voxel)")
+    resolved = check_scheme(scheme) or detect_scheme(counts)
+    kept = BRAIN[resolved] | CSF[resolved]
+    if resolved != "dlmuse" and not any(k in kept for k in present):  # DLMUSE: all intracranial
+        shown = ", ".join(map(str, present[:8])) + (", ..." if len(present) > 8 else "")
+        raise InputError(
+            None, f"no brain or CSF label of the {resolved} scheme (labels present: {shown})"
+        )
+    return resolved
+
+
 def check_scheme(scheme: str | None) -> LabelScheme | None:
     if scheme is None or scheme == "auto":
         return None

@@ -165,7 +165,8 @@ def robust_range(
         raise ValueError(f"need 0 <= low < high <= 100, got {low}, {high}")
     sel = data[mask > 0] if mask is not None else data[data != 0]
     if sel.size == 0:
-        raise ValueError("no voxels to normalise (empty mask or all-zero image)")
+        what = "the brain mask is empty" if mask is not None else "the image is all zero"
+        raise ValueError(f"no voxels to normalise: {what}")
     lo, hi = (float(v) for v in np.percentile(sel, [low, high]))
     if not hi > lo:
         raise ValueError(f"flat intensities: the {low}/{high} percentiles are both {lo}")
@@ -257,7 +258,12 @@ def _brain_mask(
     if lab is not None:
         scheme = scheme or detect_scheme(lab.data)
         return mask_from_labels(lab, scheme), "labels", scheme
-    return foreground_mask(img), "foreground", None
+    fg = foreground_mask(img)
+    if not fg.data.any():  # Otsu finds no head in a constant image
+        raise ValueError(
+            f"no head to find: every voxel of the image is {float(img.data.flat[0]):g}"
+        )
+    return fg, "foreground", None
 
 
 def preprocess_subject(
