@@ -272,7 +272,7 @@ def _load(
         raise InputError(path, f"{problem} (prepare takes --assume-spacing MM if you know it)")
     try:
         with _nibabel_quiet(problem is not None):  # it would log its own fix (0 read as 1 mm)
-            img = _IMAGE_CLASSES[type(stored.header)].from_bytes(content)
+            img = _IMAGE_CLASSES[type(stored.header)].from_bytes(content)  # type: ignore[attr-defined]
         raw = np.asanyarray(img.dataobj)
     except _NIBABEL_ERRORS as e:
         raise InputError(path, f"cannot read as NIfTI/MGZ ({e})") from e
