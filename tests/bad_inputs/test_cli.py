@@ -224,3 +224,11 @@ def test_a_checkpoint_of_another_method_is_refused(tmp_path, toy_run):
     code, text = run_cli("sample", "ldm", "--ckpt", toy_run, "--out", tmp_path / "s")
     assert_clean_error(code, text, 2, ("checkpoint of method 'toy', not 'ldm'",))
     assert not (tmp_path / "s").exists() or not any((tmp_path / "s").iterdir())
+
+
+def test_an_implausible_requested_covariate_is_refused(tmp_path):
+    from brainsynth.errors import InputError
+    from brainsynth.methods.ldm.sample import fill_covariates
+
+    with pytest.raises(InputError, match="requested age: 1e\\+09 is outside the plausible range"):
+        fill_covariates({"age": 1e9}, [], None, 1, np.random.default_rng(0))  # type: ignore[arg-type]

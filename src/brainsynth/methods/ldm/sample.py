@@ -15,6 +15,7 @@ from brainsynth.data.covariates import (
     CovariateNormaliser,
     check_names,
     format_value,
+    implausible,
     parse_value,
 )
 from brainsynth.data.prepare import reference_affine
@@ -48,6 +49,10 @@ def fill_covariates(
     check_names(given)
     parsed = {k: parse_value(k, v) for k, v in given.items()}  # NaN, "n/a": missing
     known = {k: v for k, v in parsed.items() if v is not None}
+    for k, v in known.items():  # the table's plausible ranges hold for requests too
+        problem = implausible(k, v)
+        if problem is not None:
+            raise InputError(None, f"requested {k}: {problem}")
     _warn_outside(known, rows)
     out = []
     for _ in range(n):
