@@ -39,15 +39,12 @@ def existing(path: Path, what: str) -> Path:
 def check_run_dir(out: Path, resume: bool) -> Path:
     """A training ``--out``, checked before any data is read: a writable folder (created), and one
     that holds no checkpoints unless the run is resumed."""
-    from brainsynth.errors import InputError
     from brainsynth.io.outdir import check_output_dir
-    from brainsynth.training.checkpoint import has_checkpoint
+    from brainsynth.training.checkpoint import refuse_existing_run
 
     check_output_dir(out)
-    if not resume and has_checkpoint(out):
-        raise InputError(
-            out, "already holds checkpoints: resume it (--resume) or choose another --out"
-        )
+    if not resume:
+        refuse_existing_run(out)
     return out
 
 

@@ -233,6 +233,15 @@ def has_checkpoint(path: str | Path) -> bool:
     return bool(list_checkpoints(p))
 
 
+def refuse_existing_run(out: str | Path) -> None:
+    """InputError if ``out`` already holds checkpoints: a new run must not overwrite them (the
+    trainer checks before step 0; the CLI earlier, before any data is read)."""
+    if has_checkpoint(out):
+        raise InputError(
+            out, "already holds checkpoints: resume it (--resume) or choose another --out"
+        )
+
+
 def read_meta(path: str | Path) -> dict:
     return _read_meta_file(resolve_checkpoint(path))
 

@@ -42,10 +42,13 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from brainsynth.config import TrainConfig, dump_yaml, to_dict
-from brainsynth.errors import InputError
 from brainsynth.io import write_text_atomic
 from brainsynth.nn.layout import set_memory_format
-from brainsynth.training.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from brainsynth.training.checkpoint import (
+    load_checkpoint,
+    refuse_existing_run,
+    save_checkpoint,
+)
 from brainsynth.training.distributed import (
     all_gather_objects,
     all_reduce_mean,
@@ -315,10 +318,8 @@ class Trainer:
         """Train until ``cfg.steps``; returns the last checkpoint folder (rank 0; None elsewhere)."""
         cfg = self.cfg
         main = self.dist.is_main
-        if self.resumed_from is None and self.step == 0 and has_checkpoint(self.out):
-            raise InputError(
-                self.out, "already holds checkpoints: resume it (--resume) or choose another --out"
-            )
+        if self.resumed_from is None and self.step == 0:
+            refuse_existing_run(self.out)
         if main:
             self.out.mkdir(parents=True, exist_ok=True)
             if not (self.out / "config.yaml").exists():
