@@ -13,10 +13,8 @@ from typer.testing import CliRunner
 
 from brainsynth.cli.main import app
 from brainsynth.config import load_config
-from brainsynth.data.datasets import Subject
-from brainsynth.data.prepare import PrepareOptions, prepare_cache
 from brainsynth.errors import InputError
-from brainsynth.io import Volume, read_volume, write_volume
+from brainsynth.io import read_volume
 from brainsynth.methods import get_method, restore, toy
 from brainsynth.methods.restore.prior import PriorInfo, spatial_multiple
 from brainsynth.nn.presets import count_parameters
@@ -25,43 +23,17 @@ from brainsynth.training.checkpoint import load_checkpoint
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "configs").glob("restore_*.yaml"))
 TINY = REPO / "configs" / "restore_tiny.yaml"
-CACHE_SHAPE = (16, 20, 16)  # 2 mm; the tiny config pools by 2 -> 8 x 10 x 8 at 4 mm
-
-
-def _subject(root: Path, sid: str, seed: int) -> Subject:
-    """A 24^3 2 mm head (PSR): a brain (label 2, ventricles 4) inside head tissue (label 530)."""
-    rng = np.random.default_rng(seed)
-    lab = np.zeros((24, 24, 24), np.uint16)
-    lab[2:22, 2:22, 2:22] = 530
-    lab[5:19, 4:20, 5:19] = 2
-    lab[10:14, 10 + seed % 3 : 14, 10:14] = 4
-    t1 = np.select([lab == 2, lab == 4, lab == 530], [100.0, 30.0, 60.0], 2.0)
-    aff = np.array([[0, 0, 2.0, -20], [-2.0, 0, 0, 25], [0, 2.0, 0, -22], [0, 0, 0, 1]])
-    t1_path = write_volume(
-        Volume((t1 + rng.normal(0, 2, t1.shape)).astype(np.float32), aff), root / f"{sid}.nii.gz"
-    )
-    lab_path = write_volume(Volume(lab, aff), root / f"{sid}_dseg.nii.gz")
-    return Subject(sid, t1_path, lab_path, {}, {"age": 30.0 + seed, "sex": float(seed % 2)})
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("restore")
-    subs = [_subject(root / "src", f"s{i}", i) for i in range(4)]
-    opts = PrepareOptions(spacing=2.0, shape=CACHE_SHAPE)
-    prepare_cache(subs, root / "cache", opts, split=(0.5, 0.5, 0.0), progress=False)
-    return root / "cache"
 
 
 def _cfg(*overrides: str) -> restore.RestoreConfig:
     return load_config(restore.RestoreConfig, TINY, list(overrides))
 
 
-def test_images_are_pooled_padded_mirrored_in_model_units(cache):
+def test_images_are_pooled_padded_mirrored_in_model_units(restore_cache):
     cfg = _cfg()
-    info = PriorInfo.from_cache(cache, cfg)
+    info = PriorInfo.from_cache(restore_cache, cfg)
     assert info.shape == (8, 10, 8) and info.spacing == 4.0 and info.downsample == 2
-    data = restore.PriorImages(cache, "train", cfg, info)
+    data = restore.PriorImages(restore_cache, "train", cfg, info)
     n = len(data.images)
     assert len(data) == 2 * n
     x, m = data[0]["image"], data[n]["image"]
@@ -69,7 +41,9 @@ def test_images_are_pooled_padded_mirrored_in_model_units(cache):
     assert -1.0 <= float(x.min()) and float(x.max()) <= 1.0 and float(x.min()) == info.background
     assert torch.equal(m, x.flip(1))  # no padding along X here: the whole grid is mirrored
     # the pooled grid's voxel k averages cache voxels 2k, 2k+1: its centre lies between theirs
-    cache_aff = np.asarray(json.loads((cache / "cache.json").read_text())["reference_affine"])
+    cache_aff = np.asarray(
+        json.loads((restore_cache / "cache.json").read_text())["reference_affine"]
+    )
     centre = cache_aff @ np.array([0.5, 0.5, 0.5, 1.0])
     assert np.allclose(info.affine_array @ np.array([0, 0, 0, 1.0]), centre)
     assert torch.allclose(
@@ -77,10 +51,10 @@ def test_images_are_pooled_padded_mirrored_in_model_units(cache):
     )
 
 
-def test_train_resume_is_exact_and_load_prior_gives_the_grid(cache, tmp_path):
-    straight = restore.train(_cfg(), cache, tmp_path / "a", "cpu")
-    restore.train(_cfg("train.steps=2"), cache, tmp_path / "b", "cpu")
-    restore.train(_cfg(), cache, tmp_path / "b", "cpu", resume=True)  # on to 4 steps
+def test_train_resume_is_exact_and_load_prior_gives_the_grid(restore_cache, tmp_path):
+    straight = restore.train(_cfg(), restore_cache, tmp_path / "a", "cpu")
+    restore.train(_cfg("train.steps=2"), restore_cache, tmp_path / "b", "cpu")
+    restore.train(_cfg(), restore_cache, tmp_path / "b", "cpu", resume=True)  # on to 4 steps
     a = load_checkpoint(straight, names=("ema",), with_state=False)
     b = load_checkpoint(tmp_path / "b", names=("ema",), with_state=False)
     assert a["meta"]["method"] == "restore" and a["meta"]["step"] == b["meta"]["step"] == 4
@@ -89,7 +63,7 @@ def test_train_resume_is_exact_and_load_prior_gives_the_grid(cache, tmp_path):
     assert any("val/loss" in r for r in log) and all(np.isfinite(r["loss"]) for r in log)
 
     cfg, model, process, info = restore.load_prior(straight, "cpu")
-    assert cfg == _cfg() and info == PriorInfo.from_cache(cache, cfg)
+    assert cfg == _cfg() and info == PriorInfo.from_cache(restore_cache, cfg)
     assert process.prediction == "v" and not any(p.requires_grad for p in model.parameters())
     x = torch.randn(2, 1, *info.padded_shape)
     with torch.no_grad():
@@ -109,12 +83,12 @@ def test_train_needs_a_cache(tmp_path):
         restore.train(_cfg(), None, tmp_path / "run", "cpu")
 
 
-def test_cli_train_and_sample(cache, tmp_path):
+def test_cli_train_and_sample(restore_cache, tmp_path):
     run = CliRunner()
     r = run.invoke(
         app,
         [
-            "train", "restore", "--data", str(cache), "--out", str(tmp_path / "run"),
+            "train", "restore", "--data", str(restore_cache), "--out", str(tmp_path / "run"),
             "--config", str(TINY), "--set", "train.steps=2", "--device", "cpu",
         ],
     )  # fmt: skip

@@ -34,7 +34,7 @@ is O(|S|), not O(K |S|).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -285,6 +285,70 @@ class BiasField(nn.Module):
             step = torch.where(worse[:, None], step / 2, step)
         trial = theta + step * delta
         return torch.where((sse(trial) > before)[:, None], theta, trial)
+
+    @torch.no_grad()
+    def fit_through(
+        self,
+        after: Callable[[Tensor], Tensor],
+        x: Tensor,
+        y: Tensor,
+        mask: Tensor | None = None,
+        gn_steps: int = 3,
+        update: bool = True,
+    ) -> Tensor:
+        """Estimate c from y = after(b(c) x) (+ noise), up to global scale, when the field acts
+        before another linear map (a thick-slice acquisition): Gauss-Newton on
+        sum_v m_v (y_v - after(exp(a + sum_k c_k phi_k) x)_v)^2 over theta = (a, c), started
+        from the stored coefficients (a = 0). The Jacobian's column k is after(phi_k b x), by
+        linearity of ``after``: K + 1 applications of it per step, and (K + 1) dense basis images
+        in memory (K = 19 for order 3 in 3D).
+
+        Args:
+            after: a linear map (B, C, *S) -> y's shape, e.g. ``SliceAcquisition.forward``.
+            x: (B, C, *S) image estimate; y: (B or 1, C, *S_y).
+            mask: y's measured voxels (B or 1, 1 or C, *S_y), all when None.
+        Returns:
+            (B, K) coefficients (float64).
+        """
+        self._check(x)
+        if self.num_coefficients == 0:
+            return x.new_zeros(x.shape[0], 0, dtype=torch.float64)
+        x64 = x.double()
+        y64 = y.double()
+        k1 = self.num_coefficients + 1
+        eye = torch.eye(k1, dtype=torch.float64, device=x.device)
+        basis = self._synthesise(self._expand(eye))  # (K + 1, *S): 1, phi_1, .., phi_K
+        c0 = self.coefficients.to(torch.float64).expand(x.shape[0], -1)
+        theta = torch.cat([torch.zeros_like(c0[:, :1]), c0], 1)
+        w = torch.ones_like(y64) if mask is None else mask.double().expand_as(y64)
+
+        def predict(t: Tensor) -> tuple[Tensor, Tensor]:
+            bx = (t @ basis.flatten(1)).reshape(-1, 1, *self.shape).exp() * x64
+            return bx, after(bx)
+
+        def sse(pred: Tensor) -> Tensor:
+            return (w * (y64 - pred) ** 2).flatten(1).sum(1)
+
+        for _ in range(gn_steps):
+            bx, pred = predict(theta)
+            before = sse(pred)
+            cols = torch.stack([after(bx * basis[k]) for k in range(k1)], 1)  # (B, K+1, C, *S_y)
+            jw = (cols * w[:, None]).flatten(2)
+            gram = torch.einsum("bkm,bjm->bkj", jw, cols.flatten(2))
+            rhs = torch.einsum("bkm,bm->bk", jw, (y64 - pred).flatten(1))
+            delta = _solve(gram, rhs)
+            step = torch.ones(theta.shape[0], 1, dtype=theta.dtype, device=theta.device)
+            for _ in range(6):  # halve per item until the misfit does not grow
+                worse = sse(predict(theta + step * delta)[1]) > before
+                if not bool(worse.any()):
+                    break
+                step = torch.where(worse[:, None], step / 2, step)
+            trial = theta + step * delta
+            theta = torch.where((sse(predict(trial)[1]) > before)[:, None], theta, trial)
+        c = theta[:, 1:]
+        if update:
+            self.coefficients = c.clone()
+        return c
 
 
 def _solve(gram: Tensor, rhs: Tensor) -> Tensor:

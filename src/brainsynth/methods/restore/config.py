@@ -106,6 +106,22 @@ class RestoreSample:
 
 
 @dataclass(frozen=True)
+class RestoreRun:
+    """``brainsynth restore`` defaults: posterior samples per scan (their mean is the result, their
+    voxel-wise std the uncertainty map) and DAPS's start: "baseline" (the cubic B-spline
+    interpolation of the scan plus sigma_max noise) or "zeros" (the paper's x_T ~ N(0, sigma_max^2))."""
+
+    samples: int = 4
+    init: Literal["baseline", "zeros"] = "baseline"
+
+    def __post_init__(self) -> None:
+        if self.samples < 1:
+            raise ValueError(f"samples must be >= 1, got {self.samples}")
+        if self.init not in ("baseline", "zeros"):
+            raise ValueError(f"init must be baseline or zeros, got {self.init!r}")
+
+
+@dataclass(frozen=True)
 class RestoreConfig:
     data: RestoreData = field(default_factory=RestoreData)
     model: RestoreModel = field(default_factory=RestoreModel)
@@ -116,6 +132,7 @@ class RestoreConfig:
     # run so that a prior travels with the settings it was checked with. Schema defaults: the
     # paper's pixel-space DAPS-1K (200 levels x 5 ODE steps); the configs set smaller budgets.
     daps: DAPSConfig = field(default_factory=DAPSConfig)
+    restore: RestoreRun = field(default_factory=RestoreRun)
 
 
 Config = RestoreConfig

@@ -1,0 +1,120 @@
+"""Where a scan meets the prior: the prior's grid placed on the scan, the scan brought onto that
+grid in-plane (its slices kept where they were acquired), and the acquisition between them.
+
+Notation
+    scan      the input, reoriented to RAS (an exact permutation/flip of its voxels); its axes
+              u_1..u_3 (unit columns of its affine) may be oblique to the world
+    P         the prior's grid: the scan's axes at the prior's spacing h, ``info.padded_shape``
+              voxels, centred on the scan's field of view ("header": the scan is assumed to hold
+              the brain where a prepared cache image does, as the ``degrade`` outputs do) or on
+              the bounding box of its brain mask ("centre"). Being on the scan's own axes, every
+              scan axis is parallel to a prior axis, so the acquisition is axis-aligned by
+              construction (the training images were made the same way: RAS, the subject's own
+              axes, a box centred on the brain)
+    a         the slice axis: the scan axis with the largest voxel size, if it exceeds the
+              smallest by ``ANISOTROPY`` (else the scan is treated as isotropic)
+    G         the measurement grid: P in-plane, the scan's own slice centres along a (those
+              whose centre lies on P). The scan is resampled onto G in-plane only (linear, after
+              a Gaussian anti-alias when its in-plane voxels are finer than h); along a the
+              sample points are the acquired slice centres, so no value is interpolated
+              between slices
+    A         ``SliceAcquisition`` from P to G along a (profile of FWHM = the slice thickness,
+              from the BIDS sidecar's ``SliceThickness`` or the slice spacing)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from brainsynth.data.preprocess import resample_to_grid
+from brainsynth.io import Volume
+
+#: a scan whose largest voxel side exceeds its smallest by this factor has thick slices
+ANISOTROPY = 1.3
+
+
+def axes(vol: Volume) -> np.ndarray:
+    """(3, 3) unit columns: the directions of the voxel axes in world space."""
+    lin = vol.affine[:3, :3]
+    return lin / np.linalg.norm(lin, axis=0)
+
+
+def slice_axis(vol: Volume) -> int | None:
+    """The thick-slice axis of a scan (largest voxel side), or None for a near-isotropic one."""
+    sp = vol.spacing
+    a = int(np.argmax(sp))
+    return a if sp[a] > ANISOTROPY * float(sp.min()) else None
+
+
+def prior_affine(vol: Volume, spacing: float, shape: tuple[int, ...], centre: np.ndarray):
+    """(4, 4) affine of a grid on ``vol``'s axes at ``spacing`` mm whose ``shape`` box is centred
+    on the world point ``centre``."""
+    lin = axes(vol) * float(spacing)
+    aff = np.eye(4)
+    aff[:3, :3] = lin
+    aff[:3, 3] = np.asarray(centre, float) - lin @ ((np.asarray(shape, float) - 1) / 2)
+    return aff
+
+
+def fov_centre(vol: Volume) -> np.ndarray:
+    """World coordinates of the centre of the scan's field of view."""
+    return vol.affine[:3, :3] @ ((np.asarray(vol.shape[:3], float) - 1) / 2) + vol.affine[:3, 3]
+
+
+def mask_centre(mask: Volume) -> np.ndarray:
+    """World coordinates of the centre of the mask's bounding box."""
+    idx = np.argwhere(mask.data > 0)
+    mid = (idx.min(0) + idx.max(0)) / 2.0
+    return mask.affine[:3, :3] @ mid + mask.affine[:3, 3]
+
+
+@dataclass
+class Geometry:
+    """The prior's grid on a scan and the measurement grid between them (see module notes)."""
+
+    prior_affine: np.ndarray  # (4, 4), grid ``prior_shape``
+    prior_shape: tuple[int, int, int]  # the network's (padded) grid
+    grid_affine: np.ndarray  # G
+    grid_shape: tuple[int, int, int]
+    axis: int | None  # slice axis a, None for an isotropic scan (G = P)
+    slice_spacing: float  # mm along a (the prior's spacing when isotropic)
+
+
+def place(scan: Volume, spacing: float, shape: tuple[int, int, int], centre: np.ndarray):
+    """The :class:`Geometry` of a RAS ``scan`` for a prior of ``spacing`` mm on ``shape``."""
+    p_aff = prior_affine(scan, spacing, shape, centre)
+    a = slice_axis(scan)
+    if a is None:
+        return Geometry(p_aff, shape, p_aff, shape, None, float(spacing))
+    rel = np.linalg.solve(p_aff, scan.affine)  # scan voxel -> prior voxel (diagonal + shift)
+    step, start = float(rel[a, a]), float(rel[a, 3])
+    n = shape[a]
+    j = np.arange(scan.shape[a])
+    pos = start + step * j
+    keep = j[(pos >= -0.5) & (pos <= n - 0.5)]
+    if keep.size == 0:
+        raise ValueError("no slice of the scan lies on the prior's grid")
+    t = np.eye(4)
+    t[a, a] = step
+    t[a, 3] = start + step * int(keep[0])
+    g_shape = list(shape)
+    g_shape[a] = int(keep.size)
+    return Geometry(
+        p_aff, shape, p_aff @ t, (g_shape[0], g_shape[1], g_shape[2]), a, float(scan.spacing[a])
+    )
+
+
+def to_grid(scan: Volume, affine: np.ndarray, shape: tuple[int, ...], order: int = 1) -> Volume:
+    """``scan`` sampled on a grid parallel to its axes, after a Gaussian anti-alias along every
+    axis where the grid is coarser (sigma = (ratio - 1) / 2 scan voxels, as ``prepare`` does);
+    ``order`` 0 keeps label/mask values."""
+    target = np.linalg.norm(affine[:3, :3], axis=0)
+    ratio = target / scan.spacing
+    data = scan.data.astype(np.float32, copy=False)
+    if order > 0 and np.any(ratio > 1.01):
+        sig = np.where(ratio > 1.01, (ratio - 1) / 2, 0.0)
+        data = ndimage.gaussian_filter(data, sig, mode="nearest")
+    return resample_to_grid(scan.with_data(data), affine, tuple(shape), order=order)
