@@ -126,7 +126,7 @@ def run_scan(args, model, process, info, cfg, name, deg, task, sid, img_path, ou
         rows.append(row)
     if args.save:
         for method, x in outputs.items():
-            vol = Volume(x.astype(np.float32), prep.geometry.prior_affine)
+            vol = Volume(x.astype(np.float32), prep.prior_affine)
             write_volume(vol, out / name / "outputs" / f"{sid}_{method}.nii.gz")
     return rows
 

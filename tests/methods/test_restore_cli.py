@@ -170,3 +170,14 @@ def test_a_batch_restores_the_good_scans_and_lists_the_bad(tiny_prior, degraded,
     rows = {Path(r["scan"]).name: r for r in _rows(out / "restore.tsv")}
     assert rows[good.name]["status"] == "ok" and rows["broken.nii.gz"]["status"] == "error"
     assert (out / good.name.replace(".nii.gz", "_restored.nii.gz")).exists()
+
+
+def test_affine_alignment_registers_the_template_and_resamples(tiny_prior, degraded, tmp_path):
+    assert (tiny_prior / "template.nii.gz").exists()  # written by train restore
+    scan = sorted(degraded.glob("*.nii.gz"))[0]
+    out = tmp_path / "r"
+    code, text = run_cli("restore", "--prior", tiny_prior, "--input", scan, "--task", "superres",
+                         "--align", "affine", "--out", out, *FAST)  # fmt: skip
+    assert code == 0, text
+    prior = read_volume(out / scan.name.replace(".nii.gz", "_restored_prior.nii.gz"))
+    assert prior.shape == (8, 10, 8) and np.isfinite(prior.data).all()

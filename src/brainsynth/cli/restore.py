@@ -74,7 +74,9 @@ def restore_scans(
         callback=COUNT,
     ),
     align: str = typer.Option(
-        "header", "--align", help="header (the scan's field of view) | centre (its brain)"
+        "header",
+        "--align",
+        help="header (the scan's field of view) | centre (its brain) | affine (registration to the prior's template)",
     ),
     slice_thickness: float = typer.Option(
         None,

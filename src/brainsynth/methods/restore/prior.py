@@ -198,3 +198,31 @@ def load_prior(
     model.requires_grad_(False)  # inference only; gradients w.r.t. the input still flow
     set_memory_format(model.to(device).eval(), device, cfg.train.memory_format)
     return cfg, model, build_process(cfg), info
+
+
+TEMPLATE = "template.nii.gz"
+
+
+def write_template(cache: str | Path, cfg: RestoreConfig, info: PriorInfo, run: Path) -> Path:
+    """``run/template.nii.gz``: the mean of the training split's images on the prior's grid
+    (cache units), the fixed image of ``brainsynth restore --align affine``."""
+    from brainsynth.io import Volume, write_volume
+    from brainsynth.methods.ldm.data import ImageSet
+
+    images = ImageSet(cache, "train", cfg.data.downsample, 1)
+    total = torch.zeros(info.shape, dtype=torch.float64)
+    for i in range(len(images)):
+        total += images[i]["image"][0].double()[tuple(slice(0, n) for n in info.shape)]
+    mean = (total / max(len(images), 1)).float().numpy()
+    return write_volume(Volume(mean, info.affine_array), Path(run) / TEMPLATE)
+
+
+def load_template(ckpt: str | Path):
+    """The run's template (a Volume) for a run folder or one of its step folders; None if absent."""
+    from brainsynth.io import read_volume
+
+    p = Path(ckpt)
+    for folder in (p, p.parent, p.parent.parent):
+        if (folder / TEMPLATE).is_file():
+            return read_volume(folder / TEMPLATE)
+    return None

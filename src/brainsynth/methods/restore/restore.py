@@ -21,7 +21,7 @@ from brainsynth.io import Volume, write_text_atomic, write_volume
 from brainsynth.io.outdir import claim_output_dir
 from brainsynth.methods.ldm.data import crop_to
 from brainsynth.methods.restore import geometry as geo_mod
-from brainsynth.methods.restore.prior import PriorInfo, load_prior
+from brainsynth.methods.restore.prior import PriorInfo, load_prior, load_template
 from brainsynth.methods.restore.scan import PreparedScan, ScanOptions, prepare_scan
 from brainsynth.viz import montage
 
@@ -103,7 +103,7 @@ def world_grid(scan: Volume, spacing: float) -> tuple[np.ndarray, tuple[int, int
 
 
 def write_outputs(out: Path, stem: str, prep: PreparedScan, r: Restored, info: PriorInfo) -> None:
-    aff = prep.geometry.prior_affine
+    aff = prep.prior_affine
     mean_s = prep.to_scan_units(np.clip(r.mean, 0, None))
     std_s = (r.std * (prep.high - prep.low)).astype(np.float32)
     write_volume(Volume(mean_s, aff), out / f"{stem}_restored_prior.nii.gz")
@@ -172,6 +172,7 @@ def restore(
         raise InputError(mask, "one mask file for several scans: give a folder of STEM_mask.nii.gz")
     out = claim_output_dir(out, OWNED, overwrite=overwrite)
     cfg, model, process, info = load_prior(ckpt, device)
+    template = load_template(ckpt) if opts.align == "affine" else None
     daps = replace(cfg.daps, **(daps_overrides or {}))
     if opts.task == "refine" and not (daps_overrides or {}).get("tau"):
         daps = replace(daps, tau=None)  # the trust level is the likelihood's std
@@ -183,7 +184,14 @@ def restore(
         row.update({"samples": n_samples, "message": ""})
         t0 = time.perf_counter()
         try:
-            prep = prepare_scan(path, info, opts, mask=mask_for(mask, path), brain_mask=brain_mask)
+            prep = prepare_scan(
+                path,
+                info,
+                opts,
+                mask=mask_for(mask, path),
+                brain_mask=brain_mask,
+                template=template,
+            )
             run_progress = None
             if progress is not None:
                 run_progress = lambda i, n, k=k: progress(k * n + i, len(scans) * n)  # noqa: E731

@@ -20,15 +20,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from brainsynth.data.preprocess import reorient_ras, robust_range
+from brainsynth.data.preprocess import reorient_ras, resample_to_grid, robust_range
 from brainsynth.errors import InputError
 from brainsynth.inverse.bias import BiasField
 from brainsynth.inverse.operators import Compose, Identity, Mask, Operator, SliceAcquisition
+from brainsynth.inverse.resample import GridResample
 from brainsynth.inverse.scan import ScanOperator
 from brainsynth.io import Volume, read_volume
 from brainsynth.methods.restore import geometry as geo_mod
 from brainsynth.methods.restore.baselines import upsample
 from brainsynth.methods.restore.prior import PriorInfo
+from brainsynth.registration.affine import register_affine
 
 TASKS = ("superres", "bias", "inpaint", "refine")
 #: a skull-stripped scan has at least this fraction of exactly-zero voxels
@@ -40,7 +42,7 @@ class ScanOptions:
     """How a scan is read into the prior (see the CLI's help for each)."""
 
     task: str = "superres"
-    align: str = "header"  # header | centre
+    align: str = "header"  # header | centre | affine
     slice_thickness: float | None = None  # mm; None: the sidecar's SliceThickness, else spacing
     profile: str = "box"
     noise: float = 0.02  # measurement noise std (normalised units)
@@ -50,8 +52,10 @@ class ScanOptions:
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise InputError(None, f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
-        if self.align not in ("header", "centre"):
-            raise InputError(None, f"unknown alignment {self.align!r}; use header or centre")
+        if self.align not in ("header", "centre", "affine"):
+            raise InputError(
+                None, f"unknown alignment {self.align!r}; use header, centre or affine"
+            )
         if self.profile not in ("box", "triangle", "gaussian"):
             raise InputError(None, f"unknown slice profile {self.profile!r}")
 
@@ -60,7 +64,8 @@ class ScanOptions:
 class PreparedScan:
     path: Path
     scan: Volume  # RAS, original intensities
-    geometry: geo_mod.Geometry
+    prior_affine: np.ndarray  # the prior's grid (info.padded_shape) on the scan's world
+    geometry: geo_mod.Geometry  # its prior grid is prior_affine unless aligned by registration
     y: torch.Tensor  # (1, 1, *G) normalised
     op: ScanOperator
     brain: np.ndarray  # (P) bool, the brain on the prior's grid
@@ -74,8 +79,14 @@ class PreparedScan:
         return np.where(x01 > 0, x01 * (self.high - self.low) + self.low, 0.0).astype(np.float32)
 
     def baseline(self, order: int = 3) -> np.ndarray:
-        """y interpolated onto P along the slice axis (normalised units)."""
-        return upsample(self.y[0, 0].numpy(), self.geometry, order)
+        """y interpolated onto P along the slice axis (normalised units); after a registration,
+        onto the scan-aligned grid and then (linearly) onto P."""
+        up = upsample(self.y[0, 0].numpy(), self.geometry, order)
+        g = self.geometry
+        if np.allclose(g.prior_affine, self.prior_affine, atol=1e-6):
+            return up
+        vol = resample_to_grid(Volume(up, g.prior_affine), self.prior_affine, self.brain.shape)
+        return vol.data
 
 
 def sidecar_thickness(path: Path) -> float | None:
@@ -131,8 +142,10 @@ def prepare_scan(
     *,
     mask: Path | None = None,
     brain_mask: Path | None = None,
+    template: Volume | None = None,
 ) -> PreparedScan:
-    """Read ``path`` (and the masks, on its grid) and build y and the operator on the prior."""
+    """Read ``path`` (and the masks, on its grid) and build y and the operator on the prior.
+    ``template``: the prior's mean image on its grid, needed by ``align="affine"``."""
     path = Path(path)
     raw = read_volume(path)
     brain_raw = _brain_mask(raw, path, brain_mask)
@@ -148,9 +161,19 @@ def prepare_scan(
     low, high = robust_range(raw.data, brain_raw, info.cache_low, info.cache_high)
     norm = (scan.data - low) / (high - low)
     norm = np.where(brain_vol.data > 0, norm.clip(0, None if opts.task == "bias" else 1), 0.0)
-    centre = geo_mod.fov_centre(scan) if opts.align == "header" else geo_mod.mask_centre(brain_vol)
+    norm_vol = scan.with_data(norm.astype(np.float32))
+    p_shape = info.padded_shape
     try:
-        geo = geo_mod.place(scan, info.spacing, info.padded_shape, centre)
+        if opts.align == "affine":
+            p_aff, geo = _registered(norm_vol, info, template)
+        else:
+            centre = (
+                geo_mod.fov_centre(scan)
+                if opts.align == "header"
+                else geo_mod.mask_centre(brain_vol)
+            )
+            geo = geo_mod.place(scan, info.spacing, p_shape, centre)
+            p_aff = geo.prior_affine
     except ValueError as e:
         raise InputError(path, f"{e} (field of view {scan.spacing * scan.shape} mm)") from e
     if opts.task == "superres" and geo.axis is None:
@@ -159,15 +182,15 @@ def prepare_scan(
             f"voxel size {np.round(scan.spacing, 2).tolist()} mm is near-isotropic: no thick slices "
             "to undo (use --task refine or bias)",
         )
-    y = geo_mod.to_grid(scan.with_data(norm.astype(np.float32)), geo.grid_affine, geo.grid_shape)
-    brain_p = geo_mod.to_grid(brain_vol, geo.prior_affine, geo.prior_shape).data > 0.5
+    y = geo_mod.to_grid(norm_vol, geo.grid_affine, geo.grid_shape)
+    brain_p = geo_mod.to_grid(brain_vol, p_aff, p_shape).data > 0.5
     brain_g = geo_mod.to_grid(brain_vol, geo.grid_affine, geo.grid_shape).data > 0.5
     if not brain_p.any():
         raise InputError(path, "the brain does not overlap the prior's grid (check --align)")
     missing = None
     if lesion_raw is not None:
         les = reorient_ras(raw.with_data(lesion_raw.astype(np.float32)))
-        missing = geo_mod.to_grid(les, geo.prior_affine, geo.prior_shape).data > 0.01
+        missing = geo_mod.to_grid(les, p_aff, p_shape).data > 0.01
         covered = float((missing & brain_p).sum()) / float(brain_p.sum())
         if covered > 0.95:
             raise InputError(
@@ -175,11 +198,11 @@ def prepare_scan(
                 f"the mask covers {100 * covered:.0f} % of the brain: nothing left to restore from",
             )
     thickness = opts.slice_thickness or sidecar_thickness(path) or geo.slice_spacing
-    acq = _acquisition(geo, opts, thickness, missing)
+    acq = _acquisition(geo, p_aff, p_shape, opts, thickness, missing)
     bias = None
     if opts.task == "bias":
         region = torch.from_numpy(brain_p.astype(np.float64))
-        bias = BiasField(3, geo.prior_shape, opts.bias_order, region=region, sigma=acq.sigma)
+        bias = BiasField(3, p_shape, opts.bias_order, region=region, sigma=acq.sigma)
     op = ScanOperator(
         acq,
         bias,
@@ -188,16 +211,46 @@ def prepare_scan(
         fit_mask=torch.from_numpy(brain_g.astype(np.float32))[None, None],
     )
     yt = torch.from_numpy(np.ascontiguousarray(y.data, dtype=np.float32))[None, None]
-    return PreparedScan(path, scan, geo, yt, op, brain_p, missing, low, high, float(thickness))
+    return PreparedScan(
+        path, scan, p_aff, geo, yt, op, brain_p, missing, low, high, float(thickness)
+    )
+
+
+def _registered(
+    norm: Volume, info: PriorInfo, template: Volume | None
+) -> tuple[np.ndarray, geo_mod.Geometry]:
+    """Affine alignment: the prior's template registered to the (normalised) scan puts the prior's
+    grid on the scan at M A; the measurement geometry is placed on a scan-aligned grid R at the
+    prior's spacing that covers it (the operator resamples P -> R, then acquires R -> G)."""
+    if template is None:
+        raise InputError(
+            None, "--align affine needs the prior's template.nii.gz (see train restore)"
+        )
+    m = register_affine(template, norm)
+    p_aff = m @ template.affine
+    shape = np.asarray(info.padded_shape, float)
+    corners = np.array(np.meshgrid(*[[0.0, n - 1] for n in shape], indexing="ij")).reshape(3, -1)
+    world = p_aff[:3, :3] @ corners + p_aff[:3, 3:4]
+    centre = world.mean(1)
+    extent = np.abs(geo_mod.axes(norm).T @ (world - centre[:, None])).max(1) * 2
+    r_shape = tuple(int(np.ceil(e / info.spacing)) + 2 for e in extent)
+    return p_aff, geo_mod.place(norm, info.spacing, (r_shape[0], r_shape[1], r_shape[2]), centre)
 
 
 def _acquisition(
-    geo: geo_mod.Geometry, opts: ScanOptions, thickness: float, missing: np.ndarray | None
+    geo: geo_mod.Geometry,
+    p_aff: np.ndarray,
+    p_shape: tuple[int, int, int],
+    opts: ScanOptions,
+    thickness: float,
+    missing: np.ndarray | None,
 ) -> Operator:
     sigma = opts.trust if opts.task == "refine" else opts.noise
     ops: list[Operator] = []
     if missing is not None:
         ops.append(Mask(3, torch.from_numpy(~missing).float()[None, None], sigma=sigma))
+    if not np.allclose(p_aff, geo.prior_affine, atol=1e-6):
+        ops.append(GridResample(p_aff, p_shape, geo.prior_affine, geo.prior_shape, sigma=sigma))
     if geo.axis is not None:
         ops.append(
             SliceAcquisition.from_affines(

@@ -16,10 +16,12 @@ from brainsynth.methods.ldm.data import ImageSet, mirror_lr
 from brainsynth.methods.restore.config import RestoreConfig
 from brainsynth.methods.restore.prior import (
     NAME,
+    TEMPLATE,
     PriorInfo,
     build_model,
     build_process,
     spatial_multiple,
+    write_template,
 )
 from brainsynth.training.distributed import seed_everything
 from brainsynth.training.losses import diffusion_loss
@@ -117,6 +119,8 @@ def train(
         meta={"method": NAME},
     )
     trainer.val_fn = val_fn(cfg, data, info, trainer.device)
+    if trainer.dist.is_main and not (out / TEMPLATE).exists():
+        write_template(data, cfg, info, out)
     if resume:
         trainer.resume()
     trainer.fit()
