@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from brainsynth.diffusion.base import Progress
+from brainsynth.inverse.operators import residual
 from brainsynth.sampling.schedule import randn_like
 
 PriorScale = Literal["sigma", "bounded"]
@@ -193,8 +194,9 @@ def _langevin(
     for _ in range(steps):
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
-            # summed over the batch: each sample's gradient is its own (operators act per sample)
-            loglik = -(y - op.forward(xg)).pow(2).sum() / (2 * beta_y**2)
+            # summed over the batch: each sample's gradient is its own (operators act per sample);
+            # only measured voxels count (the operator's ``observed``, if it has one)
+            loglik = -residual(op, xg, y).pow(2).sum() / (2 * beta_y**2)
             (grad,) = torch.autograd.grad(loglik, xg)
         with torch.no_grad():
             x = x + eta * (grad - (x - x0_hat) / r**2) + noise_scale * randn_like(x, generator)

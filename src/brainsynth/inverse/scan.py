@@ -29,7 +29,9 @@ class ScanOperator(nn.Module):
         bias: a ``BiasField`` on the image grid, estimated during sampling; None: no bias.
         scale, offset: model units = scale * scan units + offset.
         fit_mask: y-space weights of the voxels the bias fit may use (the brain), (1, 1, *S_y);
-            multiplied with the acquisition's observed voxels. None: the observed voxels.
+            multiplied with the observed voxels. None: the observed voxels.
+        y_mask: y-space indicator of the voxels that are measurements at all, (1, 1, *S_y)
+            (e.g. not the uncertain rim a skull stripping cut); None: all of them.
         gn_steps: Gauss-Newton steps per ``update``.
     """
 
@@ -43,6 +45,7 @@ class ScanOperator(nn.Module):
         scale: float = 1.0,
         offset: float = 0.0,
         fit_mask: Tensor | None = None,
+        y_mask: Tensor | None = None,
         gn_steps: int = 2,
     ):
         super().__init__()
@@ -58,6 +61,8 @@ class ScanOperator(nn.Module):
         self.offset = float(offset)
         self.gn_steps = int(gn_steps)
         self.fit_mask = fit_mask
+        self.y_mask = y_mask
+        self._observed: Tensor | None = None
         self.updates = 0
 
     def to_scan(self, x: Tensor) -> Tensor:
@@ -71,8 +76,18 @@ class ScanOperator(nn.Module):
         return self.acquisition.forward(u)
 
     def observed(self, mask_in: Tensor | None = None) -> Tensor | None:
-        fn = getattr(self.acquisition, "observed", None)
-        return mask_in if fn is None else fn(mask_in)
+        """The acquisition's measured voxels times ``y_mask`` (cached: both are fixed)."""
+        if mask_in is not None:
+            fn = getattr(self.acquisition, "observed", None)
+            m = mask_in if fn is None else fn(mask_in)
+            return m if self.y_mask is None or m is None else m * self.y_mask
+        if self._observed is None:
+            fn = getattr(self.acquisition, "observed", None)
+            m = None if fn is None else fn(None)
+            if self.y_mask is not None:
+                m = self.y_mask if m is None else m * self.y_mask
+            self._observed = m
+        return self._observed
 
     def update(self, x0: Tensor, y: Tensor) -> None:
         """Re-fit the bias coefficients to the image estimate x0 (model units); no-op without

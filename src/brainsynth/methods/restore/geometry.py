@@ -107,14 +107,38 @@ def place(scan: Volume, spacing: float, shape: tuple[int, int, int], centre: np.
     )
 
 
+def box_weights(n: int, positions: np.ndarray, width: float) -> np.ndarray:
+    """(len(positions), n): the fraction of a box of ``width`` voxels centred on each position
+    covered by each voxel [i - 1/2, i + 1/2] (zero beyond the grid: the background)."""
+    i = np.arange(n, dtype=np.float64)[None, :]
+    p = np.asarray(positions, np.float64)[:, None]
+    overlap = np.minimum(i + 0.5, p + width / 2) - np.maximum(i - 0.5, p - width / 2)
+    return np.clip(overlap, 0.0, None) / width
+
+
 def to_grid(scan: Volume, affine: np.ndarray, shape: tuple[int, ...], order: int = 1) -> Volume:
-    """``scan`` sampled on a grid parallel to its axes, after a Gaussian anti-alias along every
-    axis where the grid is coarser (sigma = (ratio - 1) / 2 scan voxels, as ``prepare`` does);
-    ``order`` 0 keeps label/mask values."""
-    target = np.linalg.norm(affine[:3, :3], axis=0)
-    ratio = target / scan.spacing
+    """``scan`` on the grid (``affine``, ``shape``). Along every axis where the grid is coarser,
+    each grid voxel is the mean of the scan over its footprint (a box as wide as the grid voxel:
+    what the prior's average-pooled training images are), so a grid axis-aligned with the scan
+    reads exactly the pooled scan; the rest is linear interpolation. A grid oblique to the scan
+    gets a Gaussian anti-alias (sigma = (ratio - 1) / 2 scan voxels, as ``prepare``) instead.
+    ``order`` 0 samples the nearest voxel (labels, masks)."""
+    if order == 0:
+        return resample_to_grid(scan, affine, tuple(shape), order=0)
+    rel = np.linalg.solve(scan.affine, np.asarray(affine, float))  # grid voxel -> scan voxel
     data = scan.data.astype(np.float32, copy=False)
-    if order > 0 and np.any(ratio > 1.01):
-        sig = np.where(ratio > 1.01, (ratio - 1) / 2, 0.0)
-        data = ndimage.gaussian_filter(data, sig, mode="nearest")
-    return resample_to_grid(scan.with_data(data), affine, tuple(shape), order=order)
+    if np.abs(rel[:3, :3] - np.diag(np.diag(rel[:3, :3]))).max() > 1e-6:
+        ratio = np.linalg.norm(affine[:3, :3], axis=0) / scan.spacing
+        if np.any(ratio > 1.01):
+            sig = np.where(ratio > 1.01, (ratio - 1) / 2, 0.0)
+            data = ndimage.gaussian_filter(data, sig, mode="nearest")
+        return resample_to_grid(scan.with_data(data), affine, tuple(shape), order=order)
+    inter = np.eye(4)
+    for a in range(3):
+        step = float(rel[a, a])
+        if step > 1.01:
+            m = box_weights(data.shape[a], rel[a, 3] + step * np.arange(shape[a]), step)
+            data = np.moveaxis(np.tensordot(m, np.moveaxis(data, a, 0), axes=1), 0, a)
+            inter[a, a], inter[a, 3] = step, rel[a, 3]
+    out = Volume(np.ascontiguousarray(data, dtype=np.float32), scan.affine @ inter)
+    return resample_to_grid(out, affine, tuple(shape), order=order)

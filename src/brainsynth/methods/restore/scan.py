@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from brainsynth.data.preprocess import reorient_ras, resample_to_grid, robust_range
 from brainsynth.errors import InputError
@@ -87,6 +88,17 @@ class PreparedScan:
             return up
         vol = resample_to_grid(Volume(up, g.prior_affine), self.prior_affine, self.brain.shape)
         return vol.data
+
+
+def measured(brain: np.ndarray, axis: int | None) -> np.ndarray:
+    """The voxels of y that are measurements: the scan's brain and the background away from it.
+    The rim just outside the brain mask (one voxel in-plane, one slice across) is left out: a
+    skull stripping decides there whether a partly-brain voxel is kept or zeroed, so a zero there
+    says little about the brain."""
+    struct = np.zeros((3, 3, 3), bool)
+    struct[1, 1, :] = struct[1, :, 1] = struct[:, 1, 1] = True  # 6-neighbourhood
+    rim = ndimage.binary_dilation(brain, struct) & ~brain
+    return ~rim
 
 
 def sidecar_thickness(path: Path) -> float | None:
@@ -209,6 +221,7 @@ def prepare_scan(
         scale=info.scale,
         offset=info.offset,
         fit_mask=torch.from_numpy(brain_g.astype(np.float32))[None, None],
+        y_mask=torch.from_numpy(measured(brain_g, geo.axis).astype(np.float32))[None, None],
     )
     yt = torch.from_numpy(np.ascontiguousarray(y.data, dtype=np.float32))[None, None]
     return PreparedScan(
