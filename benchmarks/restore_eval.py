@@ -3,7 +3,8 @@ with the baselines a user would otherwise run, and compare each to the clean sca
 
     python benchmarks/restore_eval.py --prior RUN --cache CACHE --out DIR
         [--settings x3,x5,x3_bias,inpaint] [-n 16] [--samples 4]
-        [--levels N --ode-steps K --sigma-max S --init baseline|zeros --tau T]
+        [--config configs/restore_cpu.yaml] [--levels N --ode-steps K --sigma-max S --tau T
+        --init baseline|zeros]
     python benchmarks/restore_eval.py --prior RUN --cache CACHE --out DIR --sweep [-n 4]
 
 Settings (slices along the axial axis, simulated on the cache's own 2 mm grid, restored on the
@@ -32,11 +33,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from brainsynth.config import load_config
 from brainsynth.data.cache import IMAGE_SCALE, read_cache_manifest
 from brainsynth.data.preprocess import robust_range
 from brainsynth.evaluation.image import mae, psnr, ssim
 from brainsynth.io import Volume, read_volume, write_volume
 from brainsynth.methods.restore import baselines
+from brainsynth.methods.restore.config import RestoreConfig
 from brainsynth.methods.restore.degrade import Degradation, degrade
 from brainsynth.methods.restore.prior import load_prior
 from brainsynth.methods.restore.restore import posterior
@@ -52,14 +55,15 @@ def settings(h: float) -> dict[str, tuple[Degradation, str]]:
     }
 
 
-SWEEP = [  # (levels, ode steps, sigma_max, init)
-    (10, 1, 10.0, "baseline"),
-    (25, 1, 10.0, "baseline"),
-    (50, 1, 10.0, "baseline"),
-    (50, 2, 10.0, "baseline"),
-    (25, 2, 100.0, "zeros"),
-    (50, 2, 100.0, "zeros"),
-    (100, 2, 100.0, "zeros"),
+SWEEP = [  # (levels, ode steps, sigma_max, sigma_min, init); NFE = levels x ode steps
+    (10, 1, 1.0, 0.1, "baseline"),
+    (20, 1, 1.0, 0.1, "baseline"),
+    (20, 1, 3.0, 0.1, "baseline"),
+    (20, 1, 3.0, 0.02, "baseline"),
+    (50, 1, 3.0, 0.1, "baseline"),
+    (50, 2, 10.0, 0.1, "baseline"),
+    (50, 2, 100.0, 0.1, "zeros"),
+    (200, 5, 100.0, 0.1, "zeros"),  # the DAPS paper's pixel default (1000 evaluations)
 ]
 
 
@@ -174,12 +178,18 @@ def main() -> None:
     ap.add_argument("--tau", type=float)
     ap.add_argument("--init", choices=["baseline", "zeros"])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--config", type=Path, help="take the daps and restore sections from this YAML")
     ap.add_argument("--sweep", action="store_true")
+    ap.add_argument("--sweep-configs", type=int, default=len(SWEEP), help="the first K of SWEEP")
     ap.add_argument("--save", action="store_true", help="also write the DAPS outputs")
     args = ap.parse_args()
     torch.set_grad_enabled(True)
     cfg, model, process, info = load_prior(args.prior)
     from dataclasses import replace
+
+    if args.config is not None:
+        own = load_config(RestoreConfig, args.config)
+        cfg = replace(cfg, daps=own.daps, restore=own.restore)
 
     over = {
         k: v
@@ -198,8 +208,9 @@ def main() -> None:
     table = settings(info.spacing)
     if args.sweep:
         runs = [
-            (f"sweep_{lv}x{k}_s{int(s)}_{ini}", table["x3"], replace(daps, annealing_steps=lv, ode_steps=k, sigma_max=s), ini)
-            for lv, k, s, ini in SWEEP
+            (f"sweep_{lv}x{k}_max{smax:g}_min{smin:g}_{ini}", table["x3"],
+             replace(daps, annealing_steps=lv, ode_steps=k, sigma_max=smax, sigma_min=smin), ini)
+            for lv, k, smax, smin, ini in SWEEP[: args.sweep_configs]
         ]  # fmt: skip
     else:
         runs = [(n, table[n], daps, init) for n in args.settings.split(",")]

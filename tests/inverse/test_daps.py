@@ -412,3 +412,26 @@ def test_vp_denoiser_with_the_monai_unet_and_daps_end_to_end():
     )
     assert res.nfe == 6 and res.x0.shape == (2, 1, 8, 8) and res.seconds > 0
     assert bool(torch.isfinite(res.x0).all())
+
+
+def test_unmeasured_voxels_of_y_never_matter():
+    """An operator's ``observed`` mask: whatever y holds where it is 0 leaves the samples unchanged
+    (the Langevin likelihood counts measured voxels only)."""
+    p = _problem()
+
+    class Masked(MatrixOp):
+        def observed(self, mask_in=None):
+            w = torch.ones(1, K_MEAS)
+            w[:, :3] = 0
+            return w
+
+    y = p["y"].float().expand(3, K_MEAS).clone()
+    outs = []
+    for junk in (0.0, 1e3):
+        y[:, :3] = junk
+        res = daps_sample(
+            CountingDenoiser(p["m"]), Masked(p["A"].float()), y, config=SMALL,  # type: ignore[arg-type]
+            shape=(3, 1, D_SIDE, D_SIDE), generator=torch.Generator().manual_seed(0),
+        )  # fmt: skip
+        outs.append(res.x0)
+    assert torch.equal(outs[0], outs[1])

@@ -105,6 +105,9 @@ def restore_scans(
     tau: float = typer.Option(
         None, "--tau", help="likelihood std in Langevin (default: config)", callback=POSITIVE
     ),
+    config: Path = typer.Option(
+        None, "--config", help="YAML whose daps/restore sections replace the prior's own"
+    ),
     seed: int = typer.Option(0, "--seed", callback=NON_NEGATIVE),
     device: str = DEVICE,
     overwrite: bool = OVERWRITE,
@@ -142,6 +145,7 @@ def restore_scans(
             brain_mask=brain_mask,
             samples=samples,
             daps_overrides=overrides,
+            config=None if config is None else existing(config, "config"),
             seed=seed,
             device=resolve_device(device),
             overwrite=overwrite,

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from brainsynth.config import load_config
 from brainsynth.data.datasets import _is_volume, volume_stem
 from brainsynth.errors import BrainsynthError, InputError
 from brainsynth.inverse.daps import DAPSConfig, daps_sample
@@ -21,6 +22,7 @@ from brainsynth.io import Volume, write_text_atomic, write_volume
 from brainsynth.io.outdir import claim_output_dir
 from brainsynth.methods.ldm.data import crop_to
 from brainsynth.methods.restore import geometry as geo_mod
+from brainsynth.methods.restore.config import RestoreConfig
 from brainsynth.methods.restore.prior import PriorInfo, load_prior, load_template
 from brainsynth.methods.restore.scan import PreparedScan, ScanOptions, prepare_scan
 from brainsynth.viz import montage
@@ -160,6 +162,7 @@ def restore(
     brain_mask: Path | None = None,
     samples: int | None = None,
     daps_overrides: dict | None = None,
+    config: Path | None = None,
     seed: int = 0,
     device: torch.device | str = "cpu",
     overwrite: bool = False,
@@ -172,6 +175,9 @@ def restore(
         raise InputError(mask, "one mask file for several scans: give a folder of STEM_mask.nii.gz")
     out = claim_output_dir(out, OWNED, overwrite=overwrite)
     cfg, model, process, info = load_prior(ckpt, device)
+    if config is not None:  # posterior-sampling settings from a YAML, over the run's own
+        own = load_config(RestoreConfig, config)
+        cfg = replace(cfg, daps=own.daps, restore=own.restore)
     template = load_template(ckpt) if opts.align == "affine" else None
     daps = replace(cfg.daps, **(daps_overrides or {}))
     if opts.task == "refine" and not (daps_overrides or {}).get("tau"):

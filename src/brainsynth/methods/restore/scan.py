@@ -76,8 +76,11 @@ class PreparedScan:
     thickness: float  # mm along the slice axis (spacing when isotropic)
 
     def to_scan_units(self, x01: np.ndarray) -> np.ndarray:
-        """Normalised [0, 1] values -> the input's intensities (0 stays background)."""
-        return np.where(x01 > 0, x01 * (self.high - self.low) + self.low, 0.0).astype(np.float32)
+        """Normalised values on the prior's grid (or its crop) -> the input's intensities, inside
+        the scan's brain dilated by one voxel; 0 (background) outside."""
+        region = ndimage.binary_dilation(self.brain)[tuple(slice(0, n) for n in x01.shape)]
+        out = np.clip(x01, 0, None) * (self.high - self.low) + self.low
+        return np.where(region, out, 0.0).astype(np.float32)
 
     def baseline(self, order: int = 3) -> np.ndarray:
         """y interpolated onto P along the slice axis (normalised units); after a registration,
