@@ -143,3 +143,16 @@ def test_registry_and_bad_model_overrides():
         _cfg("model.channels=[8, 16, 32]")  # the tiny preset's attention_levels have 2 entries
     with pytest.raises(InputError, match="must divide"):
         _cfg("model.channels=[6, 16]")  # the tiny preset's 4 groups
+
+
+def test_crop_training_resumes_exactly_and_checks_its_size(restore_cache, tmp_path):
+    straight = restore.train(_cfg("data.crop=[4, 4, 4]"), restore_cache, tmp_path / "a", "cpu")
+    restore.train(
+        _cfg("data.crop=[4, 4, 4]", "train.steps=2"), restore_cache, tmp_path / "b", "cpu"
+    )
+    restore.train(_cfg("data.crop=[4, 4, 4]"), restore_cache, tmp_path / "b", "cpu", resume=True)
+    a = load_checkpoint(straight, names=("ema",), with_state=False)
+    b = load_checkpoint(tmp_path / "b", names=("ema",), with_state=False)
+    assert all(torch.equal(a["ema"][k], b["ema"][k]) for k in a["ema"])
+    with pytest.raises(InputError, match="data.crop"):
+        restore.train(_cfg("data.crop=[3, 4, 4]"), restore_cache, tmp_path / "c", "cpu")

@@ -22,10 +22,17 @@ class RestoreData:
     # Validation: the denoising loss of the EMA model on up to this many val-split images with
     # fixed timesteps and noise (0, or a cache without a val split: no validation).
     val_images: int = 8
+    # Train on random crops of this size (each side a multiple of the UNet's 2^(levels-1)) instead
+    # of whole volumes: the denoiser is convolutional, and at the low and middle noise levels a
+    # restoration uses it needs local context, so a step costs a fraction of a whole volume's.
+    # None: whole volumes. Validation always uses whole volumes.
+    crop: tuple[int, int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.downsample < 1:
             raise ValueError(f"downsample must be >= 1, got {self.downsample}")
+        if self.crop is not None and (len(self.crop) != 3 or min(self.crop) < 1):
+            raise ValueError(f"crop must be three positive sizes, got {self.crop}")
         if self.val_images < 0:
             raise ValueError(f"val_images must be >= 0, got {self.val_images}")
 

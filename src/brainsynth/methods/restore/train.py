@@ -24,7 +24,7 @@ from brainsynth.methods.restore.prior import (
     write_template,
 )
 from brainsynth.training.distributed import seed_everything
-from brainsynth.training.losses import diffusion_loss
+from brainsynth.training.losses import LossFn, diffusion_loss
 from brainsynth.training.trainer import Trainer, ValFn
 
 
@@ -87,6 +87,21 @@ def val_fn(
     return fn
 
 
+def cropped(loss: LossFn, size: tuple[int, int, int], shape: tuple[int, ...]) -> LossFn:
+    """``loss`` on one random crop of ``size`` per batch, placed within ``shape`` (the images'
+    unpadded extent); the offsets come from the trainer's generator, so a resume is exact."""
+
+    def fn(model: nn.Module, batch: dict, generator: torch.Generator) -> torch.Tensor:
+        x = batch["image"]
+        sl = [slice(None), slice(None)]
+        for n, c in zip(shape, size):
+            start = int(torch.randint(0, max(n - c, 0) + 1, (1,), generator=generator))
+            sl.append(slice(start, start + c))
+        return loss(model, {**batch, "image": x[tuple(sl)]}, generator)
+
+    return fn
+
+
 def train(
     cfg: RestoreConfig,
     data: Path | None,
@@ -108,9 +123,19 @@ def train(
         "prior": info.to_dict(),
         **to_dict(cfg),
     }
+    loss = diffusion_loss(process, min_snr_gamma=cfg.diffusion.min_snr_gamma)
+    if cfg.data.crop is not None:
+        m = spatial_multiple(cfg)
+        if any(c % m or c > n for c, n in zip(cfg.data.crop, info.padded_shape)):
+            raise InputError(
+                None,
+                f"data.crop {list(cfg.data.crop)} must be multiples of {m} within the image grid "
+                f"{list(info.padded_shape)}",
+            )
+        loss = cropped(loss, cfg.data.crop, info.shape)
     trainer = Trainer(
         build_model(cfg),
-        diffusion_loss(process, min_snr_gamma=cfg.diffusion.min_snr_gamma),
+        loss,
         PriorImages(data, "train", cfg, info),
         cfg.train,
         out,
