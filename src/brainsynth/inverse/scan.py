@@ -14,6 +14,7 @@ sampling a coordinate descent between the image and the field (the brain-prior p
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from brainsynth.inverse.bias import BiasField
@@ -33,6 +34,14 @@ class ScanOperator(nn.Module):
         y_mask: y-space indicator of the voxels that are measurements at all, (1, 1, *S_y)
             (e.g. not the uncertain rim a skull stripping cut); None: all of them.
         gn_steps: Gauss-Newton steps per ``update``.
+        support: image-space weights (*S) of where the field acts (the brain, dilated); b = 1
+            elsewhere, where a low-order polynomial fitted to the brain would extrapolate to
+            huge values at the grid's corners. None: everywhere.
+        max_log_bias: after each fit the field is scaled back (all coefficients alike) until
+            |log b| <= this over the fit region: a fit against an early, blurred image estimate
+            can otherwise return a field of 10x or more, which also makes the Langevin step on
+            the image unstable (its data term scales with b^2). 1.0 (x0.37 .. x2.7) bounds any
+            MRI bias field.
     """
 
     linear = False
@@ -47,6 +56,8 @@ class ScanOperator(nn.Module):
         fit_mask: Tensor | None = None,
         y_mask: Tensor | None = None,
         gn_steps: int = 2,
+        support: Tensor | None = None,
+        max_log_bias: float = 1.0,
     ):
         super().__init__()
         if scale == 0:
@@ -60,6 +71,8 @@ class ScanOperator(nn.Module):
         self.scale = float(scale)
         self.offset = float(offset)
         self.gn_steps = int(gn_steps)
+        self.max_log_bias = float(max_log_bias)
+        self.support = support
         self.fit_mask = fit_mask
         self.y_mask = y_mask
         self._observed: Tensor | None = None
@@ -72,8 +85,16 @@ class ScanOperator(nn.Module):
         """x: (B, C, *S) in model units -> y in scan units."""
         u = self.to_scan(x)
         if self.bias is not None:
-            u = self.bias(u)
+            u = u * self.field().to(u.dtype)
         return self.acquisition.forward(u)
+
+    def field(self) -> Tensor:
+        """The bias field as applied: (B, 1, *S), 1 outside ``support``."""
+        assert self.bias is not None
+        log = self.bias.log_field()
+        if self.support is not None:
+            log = log * self.support.to(log)
+        return log.exp().unsqueeze(1)
 
     def observed(self, mask_in: Tensor | None = None) -> Tensor | None:
         """The acquisition's measured voxels times ``y_mask`` (cached: both are fixed)."""
@@ -100,4 +121,10 @@ class ScanOperator(nn.Module):
         self.bias.fit_through(
             self.acquisition.forward, self.to_scan(x0).clamp_min(0), y, w, self.gn_steps
         )
+        log = self.bias.log_field()
+        if self.support is not None:
+            log = log * self.support.to(log)
+        peak = log.abs().flatten(1).amax(1)  # (B,)
+        shrink = (self.max_log_bias / peak.clamp_min(1e-12)).clamp(max=1.0)
+        self.bias.coefficients = self.bias.coefficients * shrink[:, None].to(torch.float64)
         self.updates += 1

@@ -90,7 +90,7 @@ def posterior(
     x = info.from_model(crop_to(res.x0, info.shape)).double().cpu()
     bias = None
     if op.bias is not None:
-        bias = crop_to(op.bias.field().mean(0, keepdim=True), info.shape)[0, 0].cpu().numpy()
+        bias = crop_to(op.field().mean(0, keepdim=True), info.shape)[0, 0].cpu().numpy()
     mean = x.mean(0)[0].numpy().astype(np.float32)
     std = (x.std(0)[0] if samples > 1 else torch.zeros_like(x[0, 0])).numpy().astype(np.float32)
     return Restored(mean, std, bias, res.nfe, time.perf_counter() - start)

@@ -225,6 +225,7 @@ def prepare_scan(
         offset=info.offset,
         fit_mask=torch.from_numpy(brain_g.astype(np.float32))[None, None],
         y_mask=torch.from_numpy(measured(brain_g, geo.axis).astype(np.float32))[None, None],
+        support=torch.from_numpy(ndimage.binary_dilation(brain_p, iterations=2).astype(np.float64)),
     )
     yt = torch.from_numpy(np.ascontiguousarray(y.data, dtype=np.float32))[None, None]
     return PreparedScan(
