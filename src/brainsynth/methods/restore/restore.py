@@ -93,6 +93,15 @@ def posterior(
         bias = crop_to(op.field().mean(0, keepdim=True), info.shape)[0, 0].cpu().numpy()
     mean = x.mean(0)[0].numpy().astype(np.float32)
     std = (x.std(0)[0] if samples > 1 else torch.zeros_like(x[0, 0])).numpy().astype(np.float32)
+    same_grid = np.allclose(prep.prior_affine, prep.geometry.prior_affine, atol=1e-6)
+    if prep.missing is not None and prep.geometry.axis is None and op.bias is None and same_grid:
+        # Inpainting an isotropic scan: every voxel outside the mask is measured directly, so the
+        # result keeps them (the measurement, not a re-synthesis of it) and the posterior fills
+        # the mask; the std map then shows the uncertainty of the filled voxels only.
+        keep = ~prep.missing[tuple(slice(0, n) for n in info.shape)]
+        y = crop_to(prep.y, info.shape)[0, 0].numpy()
+        mean = np.where(keep, y, mean).astype(np.float32)
+        std = np.where(keep, 0.0, std).astype(np.float32)
     return Restored(mean, std, bias, res.nfe, time.perf_counter() - start)
 
 
