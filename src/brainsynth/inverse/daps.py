@@ -196,7 +196,7 @@ def _langevin(
             xg = x.detach().requires_grad_(True)
             # summed over the batch: each sample's gradient is its own (operators act per sample);
             # only measured voxels count (the operator's ``observed``, if it has one)
-            loglik = -residual(op, xg, y).pow(2).sum() / (2 * beta_y**2)
+            loglik = -residual(op, xg, y).pow(2).sum() / (2 * beta_y**2)  # type: ignore[arg-type]
             (grad,) = torch.autograd.grad(loglik, xg)
         with torch.no_grad():
             x = x + eta * (grad - (x - x0_hat) / r**2) + noise_scale * randn_like(x, generator)

@@ -195,7 +195,9 @@ def restore(
     rows = []
     for k, path in enumerate(scans):
         stem = volume_stem(path)
-        row = {"scan": str(path), "task": opts.task, "status": "ok", "seconds": "", "nfe": ""}
+        row: dict[str, object] = {
+            "scan": str(path), "task": opts.task, "status": "ok", "seconds": "", "nfe": "",
+        }  # fmt: skip
         row.update({"samples": n_samples, "message": ""})
         t0 = time.perf_counter()
         try:
