@@ -15,6 +15,7 @@ import torch
 
 from brainsynth.config import load_config
 from brainsynth.data.datasets import _is_volume, volume_stem
+from brainsynth.data.preprocess import resample_to_grid
 from brainsynth.errors import BrainsynthError, InputError
 from brainsynth.inverse.daps import DAPSConfig, daps_sample
 from brainsynth.inverse.denoiser import VPDenoiser
@@ -121,8 +122,6 @@ def write_outputs(out: Path, stem: str, prep: PreparedScan, r: Restored, info: P
     write_volume(Volume(std_s, aff), out / f"{stem}_std_prior.nii.gz")
     w_aff, w_shape = world_grid(prep.scan, info.spacing)
     for arr, name in ((mean_s, "restored"), (std_s, "std")):
-        from brainsynth.data.preprocess import resample_to_grid
-
         vol = resample_to_grid(Volume(arr, aff), w_aff, w_shape, order=1)
         write_volume(vol, out / f"{stem}_{name}.nii.gz")
     if r.bias is not None:
