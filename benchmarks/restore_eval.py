@@ -33,13 +33,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from brainsynth.config import load_config
 from brainsynth.data.cache import IMAGE_SCALE, read_cache_manifest
 from brainsynth.data.preprocess import robust_range
 from brainsynth.evaluation.image import mae, psnr, ssim
 from brainsynth.io import Volume, read_volume, write_volume
 from brainsynth.methods.restore import baselines
-from brainsynth.methods.restore.config import RestoreConfig
+from brainsynth.methods.restore.config import with_sampling
 from brainsynth.methods.restore.degrade import Degradation, degrade
 from brainsynth.methods.restore.prior import load_prior
 from brainsynth.methods.restore.restore import posterior
@@ -187,9 +186,7 @@ def main() -> None:
     cfg, model, process, info = load_prior(args.prior)
     from dataclasses import replace
 
-    if args.config is not None:
-        own = load_config(RestoreConfig, args.config)
-        cfg = replace(cfg, daps=own.daps, restore=own.restore)
+    cfg = with_sampling(cfg, args.config)
 
     over = {
         k: v

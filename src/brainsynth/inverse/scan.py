@@ -90,11 +90,13 @@ class ScanOperator(nn.Module):
 
     def field(self) -> Tensor:
         """The bias field as applied: (B, 1, *S), 1 outside ``support``."""
+        return self._log_field().exp().unsqueeze(1)
+
+    def _log_field(self) -> Tensor:
+        """log b as applied: (B, *S), 0 outside ``support``."""
         assert self.bias is not None
         log = self.bias.log_field()
-        if self.support is not None:
-            log = log * self.support.to(log)
-        return log.exp().unsqueeze(1)
+        return log if self.support is None else log * self.support.to(log)
 
     def observed(self, mask_in: Tensor | None = None) -> Tensor | None:
         """The acquisition's measured voxels times ``y_mask`` (cached: both are fixed)."""
@@ -121,10 +123,7 @@ class ScanOperator(nn.Module):
         self.bias.fit_through(
             self.acquisition.forward, self.to_scan(x0).clamp_min(0), y, w, self.gn_steps
         )
-        log = self.bias.log_field()
-        if self.support is not None:
-            log = log * self.support.to(log)
-        peak = log.abs().flatten(1).amax(1)  # (B,)
+        peak = self._log_field().abs().flatten(1).amax(1)  # (B,)
         shrink = (self.max_log_bias / peak.clamp_min(1e-12)).clamp(max=1.0)
         self.bias.coefficients = self.bias.coefficients * shrink[:, None].to(torch.float64)
         self.updates += 1

@@ -142,4 +142,17 @@ class RestoreConfig:
     restore: RestoreRun = field(default_factory=RestoreRun)
 
 
+def with_sampling(cfg: RestoreConfig, path) -> RestoreConfig:
+    """``cfg`` with the ``daps`` and ``restore`` sections of the YAML at ``path`` (a run's prior
+    restored with other posterior-sampling settings); None: ``cfg`` itself."""
+    if path is None:
+        return cfg
+    from dataclasses import replace
+
+    from brainsynth.config import load_config
+
+    own = load_config(RestoreConfig, path)
+    return replace(cfg, daps=own.daps, restore=own.restore)
+
+
 Config = RestoreConfig

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from brainsynth.config import load_config
 from brainsynth.data.datasets import _is_volume, volume_stem
 from brainsynth.data.preprocess import resample_to_grid
 from brainsynth.errors import BrainsynthError, InputError
@@ -23,7 +22,7 @@ from brainsynth.io import Volume, write_text_atomic, write_volume
 from brainsynth.io.outdir import claim_output_dir
 from brainsynth.methods.ldm.data import crop_to
 from brainsynth.methods.restore import geometry as geo_mod
-from brainsynth.methods.restore.config import RestoreConfig
+from brainsynth.methods.restore.config import with_sampling
 from brainsynth.methods.restore.prior import PriorInfo, load_prior, load_template
 from brainsynth.methods.restore.scan import PreparedScan, ScanOptions, prepare_scan
 from brainsynth.viz import montage
@@ -183,9 +182,7 @@ def restore(
         raise InputError(mask, "one mask file for several scans: give a folder of STEM_mask.nii.gz")
     out = claim_output_dir(out, OWNED, overwrite=overwrite)
     cfg, model, process, info = load_prior(ckpt, device)
-    if config is not None:  # posterior-sampling settings from a YAML, over the run's own
-        own = load_config(RestoreConfig, config)
-        cfg = replace(cfg, daps=own.daps, restore=own.restore)
+    cfg = with_sampling(cfg, config)  # posterior-sampling settings from a YAML, over the run's own
     template = load_template(ckpt) if opts.align == "affine" else None
     daps = replace(cfg.daps, **(daps_overrides or {}))
     if opts.task == "refine" and not (daps_overrides or {}).get("tau"):
