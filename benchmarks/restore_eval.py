@@ -114,6 +114,7 @@ def run_scan(args, model, process, info, cfg, name, deg, task, sid, img_path, ou
     base_s = time.perf_counter() - t0
     r = posterior(
         model, process, info, prep, daps, samples=args.samples, init=init, seed=args.seed,
+        slice_axes=args.slice_axes or cfg.restore.slice_axes,
     )  # fmt: skip
     outputs["daps"] = prep.to_scan_units(np.clip(r.mean, 0, None))
     if task == "bias":
@@ -176,6 +177,7 @@ def main() -> None:
     ap.add_argument("--sigma-max", type=float)
     ap.add_argument("--tau", type=float)
     ap.add_argument("--init", choices=["baseline", "zeros"])
+    ap.add_argument("--slice-axes", choices=["all", "across"], help="a slice-wise prior's axes")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--config", type=Path, help="take the daps and restore sections from this YAML")
     ap.add_argument("--sweep", action="store_true")

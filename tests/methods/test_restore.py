@@ -156,3 +156,67 @@ def test_crop_training_resumes_exactly_and_checks_its_size(restore_cache, tmp_pa
     assert all(torch.equal(a["ema"][k], b["ema"][k]) for k in a["ema"])
     with pytest.raises(InputError, match="data.crop"):
         restore.train(_cfg("data.crop=[3, 4, 4]"), restore_cache, tmp_path / "c", "cpu")
+
+
+def test_sliced_loss_draws_slices_of_the_images_within_their_extent():
+    from brainsynth.methods.restore.train import sliced
+
+    x = torch.arange(2 * 6**3, dtype=torch.float32).reshape(2, 1, 6, 6, 6)
+    x[:, :, 4:] = x[:, :, :, 5:] = x[:, :, :, :, 5:] = -1  # end padding beyond (4, 5, 5)
+    seen = {}
+
+    def loss(model, batch, generator):
+        seen["image"] = batch["image"]
+        return batch["image"].sum()
+
+    fn = sliced(loss, 5, (4, 5, 5))
+    fn(None, {"image": x}, torch.Generator().manual_seed(0))
+    s = seen["image"]
+    assert s.shape == (10, 1, 6, 6)
+    for n in range(10):
+        i = n // 5  # the volume it came from
+        hits = [
+            (a, k)
+            for a in range(3)
+            for k in range((4, 5, 5)[a])
+            if torch.equal(s[n], x[i].select(1 + a, k))
+        ]
+        assert len(hits) == 1, n  # a slice of its own volume, inside the image's extent
+    again = {}
+    sliced(lambda m, b, g: again.setdefault("image", b["image"]).sum(), 5, (4, 5, 5))(
+        None, {"image": x}, torch.Generator().manual_seed(0)
+    )
+    assert torch.equal(again["image"], s)  # a function of the generator: resumes exactly
+
+
+def test_slice_wise_prior_trains_resumes_and_runs_on_its_cubic_grid(restore_cache, tmp_path):
+    sets = ("model.spatial_dims=2", "data.slices=3")
+    straight = restore.train(_cfg(*sets), restore_cache, tmp_path / "a", "cpu")
+    restore.train(_cfg(*sets, "train.steps=2"), restore_cache, tmp_path / "b", "cpu")
+    restore.train(_cfg(*sets), restore_cache, tmp_path / "b", "cpu", resume=True)
+    a = load_checkpoint(straight, names=("ema",), with_state=False)
+    b = load_checkpoint(tmp_path / "b", names=("ema",), with_state=False)
+    assert all(torch.equal(a["ema"][k], b["ema"][k]) for k in a["ema"])
+    cfg, model, process, info = restore.load_prior(straight, "cpu")
+    assert len(set(info.padded_shape)) == 1 and info.padded_shape[0] >= max(info.shape)
+    x = torch.randn(2, 1, *info.padded_shape)
+    with torch.no_grad():
+        out = model(x, torch.tensor([10, 900]))
+    assert out.shape == x.shape and torch.isfinite(out).all()
+    with pytest.raises(InputError, match="data.crop"):
+        restore.train(_cfg(*sets, "data.crop=[4, 4, 4]"), restore_cache, tmp_path / "c", "cpu")
+
+
+def test_along_axes_picks_the_planes_across_the_slices_for_the_block_only():
+    from brainsynth.methods.restore.restore import along_axes
+    from brainsynth.nn.slicewise import SliceWise
+
+    m = SliceWise(torch.nn.Identity())
+    with along_axes(m, "across", 2):
+        assert m.axes == (0, 1)  # sagittal and coronal planes both contain the axial direction
+    assert m.axes == (0, 1, 2)
+    with along_axes(m, "across", None), along_axes(m, "all", 1):
+        assert m.axes == (0, 1, 2)
+    three_d = torch.nn.Identity()
+    with along_axes(three_d, "across", 0) as same:
+        assert same is three_d

@@ -27,8 +27,13 @@ class RestoreData:
     # restoration uses it needs local context, so a step costs a fraction of a whole volume's.
     # None: whole volumes. Validation always uses whole volumes.
     crop: tuple[int, int, int] | None = None
+    # A 2D prior (model.spatial_dims 2) trains on this many random slices of each volume of a
+    # batch (a random axis and position within the image each; batch = batch_size x slices).
+    slices: int = 4
 
     def __post_init__(self) -> None:
+        if self.slices < 1:
+            raise ValueError(f"slices must be >= 1, got {self.slices}")
         if self.downsample < 1:
             raise ValueError(f"downsample must be >= 1, got {self.downsample}")
         if self.crop is not None and (len(self.crop) != 3 or min(self.crop) < 1):
@@ -41,9 +46,13 @@ class RestoreData:
 class RestoreModel:
     """An unconditional 3D UNet, 1 channel in and out: a preset of ``nn.presets`` with optional
     overrides of its levels (``channels`` and ``attention_levels`` must then have one entry per
-    level; ``norm_num_groups`` must divide every width)."""
+    level; ``norm_num_groups`` must divide every width).
+
+    ``spatial_dims`` 2: a 2D UNet on slices, used on volumes slice by slice along the three axes
+    (their estimates averaged; ``nn.slicewise.SliceWise``); the prior's grid is then a cube."""
 
     preset: Preset = "tiny"
+    spatial_dims: Literal[2, 3] = 3
     channels: tuple[int, ...] | None = None
     attention_levels: tuple[bool, ...] | None = None
     num_res_blocks: int | None = None
@@ -54,6 +63,8 @@ class RestoreModel:
             raise ValueError(
                 f"unknown preset {self.preset!r}; choose one of {sorted(UNET_PRESETS)}"
             )
+        if self.spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {self.spatial_dims}")
         p = UNET_PRESETS[self.preset]
         channels = self.channels or p["channels"]
         attention = self.attention_levels or p["attention_levels"]
@@ -120,8 +131,14 @@ class RestoreRun:
 
     samples: int = 4
     init: Literal["baseline", "zeros"] = "baseline"
+    # A slice-wise (2D) prior on a thick-slice scan: "all" slices along the three axes; "across"
+    # only along the two whose planes contain the slice direction (the planes in which the
+    # missing detail lies). Other tasks and 3D priors: no effect.
+    slice_axes: Literal["all", "across"] = "all"
 
     def __post_init__(self) -> None:
+        if self.slice_axes not in ("all", "across"):
+            raise ValueError(f"slice_axes must be all or across, got {self.slice_axes!r}")
         if self.samples < 1:
             raise ValueError(f"samples must be >= 1, got {self.samples}")
         if self.init not in ("baseline", "zeros"):

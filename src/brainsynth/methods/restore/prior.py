@@ -27,6 +27,7 @@ from brainsynth.methods.ldm.data import padded_shape
 from brainsynth.methods.restore.config import RestoreConfig
 from brainsynth.nn.layout import set_memory_format
 from brainsynth.nn.presets import UNET_PRESETS, resolve_preset
+from brainsynth.nn.slicewise import SliceWise
 from brainsynth.nn.unet import UNetDenoiser, build_unet
 from brainsynth.training.checkpoint import load_model_for_inference
 
@@ -53,16 +54,18 @@ def spatial_multiple(cfg: RestoreConfig) -> int:
     return 2 ** (len(channels) - 1)
 
 
-def build_model(cfg: RestoreConfig) -> UNetDenoiser:
-    """``model(x_t (B, 1, D, H, W), t (B,)) -> (B, 1, D, H, W)``: unconditional, 3D."""
-    return build_unet(
+def build_model(cfg: RestoreConfig) -> nn.Module:
+    """``model(x_t (B, 1, D, H, W), t (B,)) -> (B, 1, D, H, W)``: unconditional; a 3D UNet, or
+    (``model.spatial_dims`` 2) a 2D UNet applied slice-wise, which also takes (B, 1, H, W)."""
+    net: UNetDenoiser = build_unet(
         cfg.model.preset,
-        3,
+        cfg.model.spatial_dims,
         1,
         1,
         grad_checkpointing=cfg.train.grad_checkpointing,
         **unet_overrides(cfg),
     )
+    return net if cfg.model.spatial_dims == 3 else SliceWise(net)
 
 
 def build_process(cfg: RestoreConfig) -> GaussianProcess:
@@ -149,7 +152,7 @@ class PriorInfo:
         return cls(
             spacing=spacing * d,
             shape=shape,
-            padded_shape=_triple(padded_shape(shape, spatial_multiple(cfg))),
+            padded_shape=_triple(grid_shape(shape, cfg)),
             affine=tuple(tuple(float(v) for v in row) for row in ref @ pool),
             downsample=d,
             cache_spacing=spacing,
@@ -157,6 +160,13 @@ class PriorInfo:
             cache_low=float(params.get("low", 0.5)),
             cache_high=float(params.get("high", 99.5)),
         )
+
+
+def grid_shape(shape: tuple[int, ...], cfg: RestoreConfig) -> tuple[int, ...]:
+    """The network's grid for images of ``shape``: each side padded to the UNet's multiple; for a
+    slice-wise (2D) prior, a cube of the largest side (every slice one square size)."""
+    padded = padded_shape(shape, spatial_multiple(cfg))
+    return padded if cfg.model.spatial_dims == 3 else (max(padded),) * len(padded)
 
 
 def _triple(v: Any) -> tuple[int, int, int]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from brainsynth.methods.restore import geometry as geo_mod
 from brainsynth.methods.restore.config import with_sampling
 from brainsynth.methods.restore.prior import PriorInfo, load_prior, load_template
 from brainsynth.methods.restore.scan import PreparedScan, ScanOptions, prepare_scan
+from brainsynth.nn.slicewise import SliceWise
 from brainsynth.viz import montage
 
 OWNED = (
@@ -48,6 +50,16 @@ class Restored:
     seconds: float
 
 
+def along_axes(model: torch.nn.Module, slice_axes: str, axis: int | None):
+    """A slice-wise prior's axes for one scan (``RestoreRun.slice_axes``) for a ``with`` block; a
+    3D prior, an isotropic scan or "all": unchanged."""
+    if not isinstance(model, SliceWise) or axis is None or slice_axes == "all":
+        return nullcontext(model)
+    if slice_axes != "across":
+        raise InputError(None, f"unknown slice_axes {slice_axes!r}; use all or across")
+    return model.along([a for a in range(3) if a != axis])
+
+
 def posterior(
     model: torch.nn.Module,
     process,
@@ -57,6 +69,7 @@ def posterior(
     *,
     samples: int = 4,
     init: str = "baseline",
+    slice_axes: str = "all",
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress=None,
@@ -77,16 +90,17 @@ def posterior(
     op = prep.op.to(device)
     if op.bias is not None:
         op.bias.coefficients = torch.zeros(1, op.bias.num_coefficients, dtype=torch.float64)
-    res = daps_sample(
-        VPDenoiser(model, process),
-        op,
-        prep.y.to(device),
-        config=daps,
-        x_init=x_init,
-        shape=shape,
-        generator=g,
-        progress=progress,
-    )
+    with along_axes(model, slice_axes, prep.geometry.axis):
+        res = daps_sample(
+            VPDenoiser(model, process),
+            op,
+            prep.y.to(device),
+            config=daps,
+            x_init=x_init,
+            shape=shape,
+            generator=g,
+            progress=progress,
+        )
     x = info.from_model(crop_to(res.x0, info.shape)).double().cpu()
     bias = None
     if op.bias is not None:
@@ -210,6 +224,7 @@ def restore(
                 run_progress = lambda i, n, k=k: progress(k * n + i, len(scans) * n)  # noqa: E731
             r = posterior(
                 model, process, info, prep, daps, samples=n_samples, init=cfg.restore.init,
+                slice_axes=cfg.restore.slice_axes,
                 seed=seed + k, device=device, progress=run_progress,
             )  # fmt: skip
             write_outputs(out, stem, prep, r, info)

@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 from brainsynth.config import to_dict
 from brainsynth.data.cache import read_cache_manifest
 from brainsynth.errors import InputError
-from brainsynth.methods.ldm.data import ImageSet, mirror_lr
+from brainsynth.methods.ldm.data import ImageSet, mirror_lr, pad_to
 from brainsynth.methods.restore.config import RestoreConfig
 from brainsynth.methods.restore.prior import (
     NAME,
@@ -47,7 +47,8 @@ class PriorImages(Dataset):
     def _image(self, i: int) -> torch.Tensor:
         if i in self._memory:
             return self._memory[i]
-        x = self.info.to_model(self.images[i]["image"])  # pad (0) first: it becomes background
+        # pad (0) first: it becomes background
+        x = self.info.to_model(pad_to(self.images[i]["image"], self.info.padded_shape))
         if self.preload:
             self._memory[i] = x
         return x
@@ -102,6 +103,28 @@ def cropped(loss: LossFn, size: tuple[int, int, int], shape: tuple[int, ...]) ->
     return fn
 
 
+def sliced(loss: LossFn, per_volume: int, shape: tuple[int, ...]) -> LossFn:
+    """``loss`` on 2D slices: ``per_volume`` random slices of each (B, C, S, S, S) volume of the
+    batch, each along a random axis at a random position within ``shape`` (the images' unpadded
+    extent), as one (B * per_volume, C, S, S) batch; drawn from the trainer's generator, so a
+    resume is exact."""
+
+    def fn(model: nn.Module, batch: dict, generator: torch.Generator) -> torch.Tensor:
+        x = batch["image"]
+        b = x.shape[0]
+        axes = torch.randint(0, 3, (b, per_volume), generator=generator)
+        frac = torch.rand((b, per_volume), generator=generator, dtype=torch.float64)
+        slices = []
+        for i in range(b):
+            for j in range(per_volume):
+                a = int(axes[i, j])
+                k = min(int(frac[i, j] * shape[a]), shape[a] - 1)
+                slices.append(x[i].select(1 + a, k))
+        return loss(model, {**batch, "image": torch.stack(slices)}, generator)
+
+    return fn
+
+
 def train(
     cfg: RestoreConfig,
     data: Path | None,
@@ -133,6 +156,10 @@ def train(
                 f"{list(info.padded_shape)}",
             )
         loss = cropped(loss, cfg.data.crop, info.shape)
+    if cfg.model.spatial_dims == 2:
+        if cfg.data.crop is not None:
+            raise InputError(None, "data.crop is for 3D priors; a 2D prior trains on slices")
+        loss = sliced(loss, cfg.data.slices, info.shape)
     trainer = Trainer(
         build_model(cfg),
         loss,
