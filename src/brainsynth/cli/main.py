@@ -26,6 +26,7 @@ _COMMAND_MODULES = (
     "sample",
     "ldm",
     "restore",
+    "deform",
     "evaluate",
     "demo",
     "bench",
