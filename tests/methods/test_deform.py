@@ -4,6 +4,7 @@ register command, and bad input."""
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import numpy as np
@@ -143,3 +144,55 @@ def test_fields_stage_needs_the_registration(restore_cache, tmp_path):
         app, ["sample", "deform", "--ckpt", str(tmp_path), "--out", str(tmp_path / "o")]
     )
     assert r.exit_code != 0
+
+
+@pytest.mark.parametrize("name", ["deform_tiny", "deform_cpu", "deform_gpu"])
+def test_configs_load_and_fit_the_ixi_grid(name):
+    """Every config's networks run on the IXI grid's shape at its resolution (96 x 112 x 96 at
+    2 mm, pooled by data.downsample) scaled down to one coarse cell: every side a multiple of
+    what the networks need."""
+    cfg = load_config(deform.DeformConfig, REPO / "configs" / f"{name}.yaml")
+    shape = [s // cfg.data.downsample for s in (96, 112, 96)]
+    reg = deform.build_register(cfg)
+    need = math.lcm(
+        reg.score_net.spatial_multiple,
+        2 ** (len(cfg.model.deform_channels) - 1),
+        cfg.model.integration_downsample,
+    )
+    assert all(s % need == 0 for s in shape), (shape, need)
+    fields = deform.build_fields_model(cfg)
+    pooled = [s // cfg.fields.downsample for s in shape]
+    assert all(s * cfg.fields.downsample == n for s, n in zip(pooled, shape))  # no remainder
+    assert fields.spatial_multiple >= 1
+
+
+class _Shift:
+    """A registration stub: a constant velocity (a translation, exact under integration)."""
+
+    def __init__(self, t):
+        self.t = torch.tensor(t, dtype=torch.float64).reshape(1, 3, 1, 1, 1)
+
+    def velocity(self, moving, fixed):
+        return self.t.expand(1, 3, *fixed.shape[2:]).clone()
+
+    def displacement(self, v):
+        from brainsynth.registration.svf import integrate
+
+        return integrate(v)
+
+
+def test_carry_vertices_moves_template_points_by_the_inverse_map():
+    from brainsynth.methods.deform.correspond import carry_vertices
+
+    aff = np.diag([4.0, 4.0, 4.0, 1.0])
+    aff[:3, 3] = [-20, -30, -10]
+    img = torch.zeros(1, 1, 12, 14, 12, dtype=torch.float64)
+    q = np.array([[0.0, 0.0, 0.0], [4.0, -8.0, 6.0]])  # world mm, inside the grid
+    # the subject at x looks like the template at x + (1, -2, 0.5) voxels, so template point q is
+    # at q - (4, -8, 2) mm in the subject
+    out = carry_vertices(_Shift([1.0, -2.0, 0.5]), img, img, q, aff)
+    np.testing.assert_allclose(out, q - [4.0, -8.0, 2.0], atol=1e-9)
+    m = np.eye(4)
+    m[:3, 3] = [1.0, 2.0, 3.0]  # the aligned space -> the subject's native space
+    np.testing.assert_allclose(carry_vertices(_Shift([1.0, -2.0, 0.5]), img, img, q, aff, m),
+                               q - [4.0, -8.0, 2.0] + [1.0, 2.0, 3.0], atol=1e-9)  # fmt: skip

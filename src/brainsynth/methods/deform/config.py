@@ -41,9 +41,14 @@ class RegisterModel:
     attention_levels: tuple[bool, ...] | None = None
     deform_channels: tuple[int, ...] = (16, 32, 32, 32)
     integration_steps: int = 7
+    # Integrate the velocity on a grid this many times coarser (VoxelMorph's int_downsize):
+    # scaling and squaring through grid_sample is the costly part of a CPU step.
+    integration_downsample: int = 1
 
     def __post_init__(self) -> None:
         _check_preset(self.preset)
+        if self.integration_downsample < 1:
+            raise ValueError("integration_downsample must be >= 1")
         if len(self.deform_channels) < 2:
             raise ValueError("deform_channels needs at least two levels")
         if self.integration_steps < 0:

@@ -30,7 +30,10 @@ def _overrides(m: Any) -> dict[str, Any]:
 def build_register(cfg: DeformConfig) -> DiffuseMorph:
     """DiffuseMorph in 3D: the diffusion network sees (x_t | moving, fixed)."""
     score = build_unet(cfg.model.preset, 3, 1, 1, concat_channels=2, **_overrides(cfg.model))
-    return DiffuseMorph(score, 3, cfg.model.deform_channels, cfg.model.integration_steps)
+    return DiffuseMorph(
+        score, 3, cfg.model.deform_channels, cfg.model.integration_steps,
+        cfg.model.integration_downsample,
+    )  # fmt: skip
 
 
 def register_process(cfg: DeformConfig) -> GaussianProcess:
