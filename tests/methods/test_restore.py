@@ -220,3 +220,27 @@ def test_along_axes_picks_the_planes_across_the_slices_for_the_block_only():
     three_d = torch.nn.Identity()
     with along_axes(three_d, "across", 0) as same:
         assert same is three_d
+
+
+def test_a_padded_grid_keeps_the_image_part_on_the_scan(restore_cache):
+    """A cube-padded (slice-wise) prior: the scan's field of view lies on the image part of the
+    grid (its first info.shape voxels), as the training images did, not on the padded cube."""
+    import torch.nn.functional as F
+
+    from brainsynth.data.cache import read_cache_manifest
+    from brainsynth.methods.restore.scan import ScanOptions, prepare_scan
+
+    cfg = _cfg("model.spatial_dims=2")
+    info = PriorInfo.from_cache(restore_cache, cfg)
+    assert info.padded_shape != info.shape  # 8 x 10 x 8 on a 10^3 cube
+    row = read_cache_manifest(restore_cache, "train")[0]
+    path = restore_cache / row["image"]
+    prep = prepare_scan(path, info, ScanOptions(task="refine"))
+    vol = read_volume(path)
+    pooled = F.avg_pool3d(torch.from_numpy(vol.data)[None, None].float(), 2)[0, 0]
+    y = prep.y[0, 0, : info.shape[0], : info.shape[1], : info.shape[2]]
+    brain = pooled > 0.2
+    assert brain.any()
+    pooled = pooled / pooled[brain].max()
+    got = y / y[brain].max()
+    assert float((got[brain] - pooled[brain]).abs().max()) < 0.05

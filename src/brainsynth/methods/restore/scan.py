@@ -187,6 +187,9 @@ def prepare_scan(
                 if opts.align == "header"
                 else geo_mod.mask_centre(brain_vol)
             )
+            # the image part of the grid (info.shape; the padding is at the end) goes there
+            pad = (np.asarray(p_shape, float) - np.asarray(info.shape, float)) / 2
+            centre = centre + geo_mod.axes(scan) @ (info.spacing * pad)
             geo = geo_mod.place(scan, info.spacing, p_shape, centre)
             p_aff = geo.prior_affine
     except ValueError as e:
