@@ -83,6 +83,8 @@ def sample(
             model, process, x_T, steps=steps, eta=eta, generator=g,
             progress=batch_progress(progress, start // batch_size, n_batches),
         )  # fmt: skip
+        if not torch.isfinite(z).all():
+            raise InputError(ckpt, "the fields model gave non-finite velocity fields (NaN/inf)")
         v = upsample_fields(crop_to(z, pooled) * std, full)
         u = integrate(v)
         imgs = warp(tmpl.expand(b, -1, -1, -1, -1), u).clamp(0, 1).cpu()
