@@ -196,3 +196,15 @@ def test_carry_vertices_moves_template_points_by_the_inverse_map():
     m[:3, 3] = [1.0, 2.0, 3.0]  # the aligned space -> the subject's native space
     np.testing.assert_allclose(carry_vertices(_Shift([1.0, -2.0, 0.5]), img, img, q, aff, m),
                                q - [4.0, -8.0, 2.0] + [1.0, 2.0, 3.0], atol=1e-9)  # fmt: skip
+
+
+def test_a_run_without_its_template_is_refused(deform_run, tmp_path):
+    import shutil
+
+    from brainsynth.errors import InputError
+
+    bare = tmp_path / "bare"
+    shutil.copytree(deform_run / "register", bare / "register")
+    shutil.copytree(deform_run / "fields", bare / "fields")
+    with pytest.raises(InputError, match="no template"):
+        deform.sample(bare, tmp_path / "o", n=1)
