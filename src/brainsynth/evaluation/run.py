@@ -15,8 +15,6 @@ those modules used by callers are re-exported here.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from collections.abc import Callable
@@ -38,7 +36,7 @@ from brainsynth.evaluation.paired import match_pairs as match_pairs
 from brainsynth.evaluation.sets import HIST_BINS as HIST_BINS
 from brainsynth.evaluation.sets import SetSummary as SetSummary
 from brainsynth.evaluation.sets import evaluate_sets as evaluate_sets
-from brainsynth.io import write_text_atomic
+from brainsynth.io import write_text_atomic, write_tsv_atomic
 from brainsynth.io.outdir import claim_output_dir
 
 # --- outputs -----------------------------------------------------------------------------------
@@ -60,15 +58,6 @@ def _jsonable(obj):
 
 def metrics_json(metrics: dict) -> str:
     return json.dumps(_jsonable(metrics), indent=1)
-
-
-def _tsv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]), delimiter="\t", lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if v is None else v) for k, v in r.items()})
-    return buf.getvalue()
 
 
 def per_subject_rows(extras: dict) -> list[dict]:
@@ -113,10 +102,10 @@ def run_evaluation(
         )
     if paired:
         metrics, extras = evaluate_paired(real, synthetic, opts, real_path, synthetic_path)
-        write_text_atomic(out / "per_pair.tsv", _tsv(extras["rows"]))
+        write_tsv_atomic(out / "per_pair.tsv", extras["rows"])
     else:
         metrics, extras = evaluate_sets(real, synthetic, opts, real_path, synthetic_path)
-        write_text_atomic(out / "per_subject.tsv", _tsv(per_subject_rows(extras)))
+        write_tsv_atomic(out / "per_subject.tsv", per_subject_rows(extras))
     write_text_atomic(out / "metrics.json", metrics_json(metrics))
     write_report(metrics, extras, out)
     return metrics

@@ -1,6 +1,11 @@
 """Volume/Surface dataclasses and their readers/writers (NIfTI, MGZ, GIfTI, FreeSurfer)."""
 
-from brainsynth.io.atomic import atomic_path, write_bytes_atomic, write_text_atomic
+from brainsynth.io.atomic import (
+    atomic_path,
+    write_bytes_atomic,
+    write_text_atomic,
+    write_tsv_atomic,
+)
 from brainsynth.io.surface import Surface, read_surface, validate_mesh, write_surface
 from brainsynth.io.volume import Volume, read_volume, write_volume
 
@@ -14,5 +19,6 @@ __all__ = [
     "write_bytes_atomic",
     "write_surface",
     "write_text_atomic",
+    "write_tsv_atomic",
     "write_volume",
 ]

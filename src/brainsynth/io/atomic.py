@@ -46,3 +46,17 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def write_tsv_atomic(path, rows: list[dict]):
+    """``rows`` (dicts with the first row's keys) as a tab-separated table with a header, written
+    atomically; None cells are empty."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]), delimiter="\t", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+    return write_text_atomic(path, buf.getvalue())

@@ -12,8 +12,6 @@ world mm, RAS; sampling convention: the warped image at p is the moving image at
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +24,7 @@ from brainsynth.data.preprocess import (
     resample_to_grid,
 )
 from brainsynth.errors import InputError
-from brainsynth.io import Volume, read_volume, write_text_atomic, write_volume
+from brainsynth.io import Volume, read_volume, write_tsv_atomic, write_volume
 from brainsynth.io.outdir import claim_output_dir
 from brainsynth.methods.deform.networks import OFFSET, SCALE, load_network
 from brainsynth.methods.deform.sample import displacement_mm
@@ -149,9 +147,5 @@ def register(
 
                 row["dice_mean"] = f"{structure_dice(wl, fixed_lab)['mean']:.4f}"
         rows.append(row)
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]), delimiter="\t", lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    write_text_atomic(out / "register.tsv", buf.getvalue())
+    write_tsv_atomic(out / "register.tsv", rows)
     return files

@@ -9,8 +9,6 @@ RAS, sampling convention: the sample at world point p is the template at p + d(p
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +19,7 @@ from torch import Tensor
 from brainsynth.config import dump_yaml, to_dict
 from brainsynth.data.labels import brain_mask, ventricle_mask, voxel_volume
 from brainsynth.errors import InputError
-from brainsynth.io import Volume, write_text_atomic, write_volume
+from brainsynth.io import Volume, write_text_atomic, write_tsv_atomic, write_volume
 from brainsynth.io.outdir import claim_output_dir
 from brainsynth.methods.deform.networks import fields_process, load_network
 from brainsynth.methods.deform.template import load_template
@@ -119,11 +117,7 @@ def sample(
         ["template", *[str(r["sample"]) for r in rows[:7]]],
         1.0,
     )
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]), delimiter="\t", lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    write_text_atomic(out / "samples.tsv", buf.getvalue())
+    write_tsv_atomic(out / "samples.tsv", rows)
     used = {"ckpt": str(ckpt), "n": n, "seed": seed, "steps": steps, "eta": eta}
     write_text_atomic(out / "config.yaml", dump_yaml({**used, **to_dict(cfg)}))
     return paths

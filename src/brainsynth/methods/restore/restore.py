@@ -4,8 +4,6 @@ space, with a before/after montage; a batch reports its bad scans and finishes t
 
 from __future__ import annotations
 
-import csv
-import io
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
@@ -19,7 +17,7 @@ from brainsynth.data.preprocess import resample_to_grid
 from brainsynth.errors import BrainsynthError, InputError
 from brainsynth.inverse.daps import DAPSConfig, daps_sample
 from brainsynth.inverse.denoiser import VPDenoiser
-from brainsynth.io import Volume, write_text_atomic, write_volume
+from brainsynth.io import Volume, write_tsv_atomic, write_volume
 from brainsynth.io.outdir import claim_output_dir
 from brainsynth.methods.ldm.data import crop_to
 from brainsynth.methods.restore import geometry as geo_mod
@@ -232,9 +230,5 @@ def restore(
         except (BrainsynthError, ValueError, FloatingPointError) as e:
             row.update(status="error", message=str(e))
         rows.append(row)
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]), delimiter="\t", lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    write_text_atomic(out / "restore.tsv", buf.getvalue())
+    write_tsv_atomic(out / "restore.tsv", rows)
     return rows
