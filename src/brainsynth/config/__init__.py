@@ -2,6 +2,7 @@
 
 from brainsynth.config.load import (
     apply_overrides,
+    config_from_meta,
     dump_yaml,
     from_dict,
     known_keys,
@@ -19,6 +20,7 @@ __all__ = [
     "SampleConfig",
     "TrainConfig",
     "apply_overrides",
+    "config_from_meta",
     "dump_yaml",
     "from_dict",
     "known_keys",

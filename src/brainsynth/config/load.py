@@ -14,6 +14,7 @@ import difflib
 import math
 import types
 import typing
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, get_args, get_origin
@@ -105,6 +106,20 @@ def known_keys(cls: type, data: Mapping, prefix: str = "") -> tuple[dict, list[s
         else:
             kept[k] = v
     return kept, dropped
+
+
+def config_from_meta(cls: type[T], meta: Mapping) -> T:
+    """The ``cls`` config stored in a checkpoint's resolved config (the run's other keys, such as
+    ``method`` or ``cache``, ignored). Keys this version does not know (an option since removed)
+    are dropped with a warning: if they changed a network, loading its weights then fails on the
+    shapes, which the loader reports."""
+    own = {k: meta[k] for k in to_dict(cls()) if k in meta}
+    base, dropped = known_keys(cls, own)
+    if dropped:
+        warnings.warn(
+            f"checkpoint config keys {dropped} are unknown to this version; ignored", stacklevel=3
+        )
+    return load_config(cls, base=base)
 
 
 def _field_default(f: dataclasses.Field) -> Any:

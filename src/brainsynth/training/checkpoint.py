@@ -242,6 +242,16 @@ def refuse_existing_run(out: str | Path) -> None:
         )
 
 
+def find_in_run(path: str | Path, relative: str | Path, levels: int = 3) -> Path | None:
+    """``relative`` (a run's file such as ``template/template_T1w.nii.gz``) looked up from a run
+    folder, one of its checkpoints or a stage folder, up to ``levels`` parents up; None if absent."""
+    p = Path(path)
+    for folder in [p, *list(p.parents)[:levels]]:
+        if (folder / relative).is_file():
+            return folder / relative
+    return None
+
+
 def read_meta(path: str | Path) -> dict:
     return _read_meta_file(resolve_checkpoint(path))
 

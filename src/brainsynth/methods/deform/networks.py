@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from brainsynth.config import known_keys, load_config, to_dict
+from brainsynth.config import config_from_meta as _config_from_meta
 from brainsynth.diffusion.gaussian import GaussianProcess
 from brainsynth.errors import InputError
 from brainsynth.methods.deform.config import DeformConfig
@@ -55,11 +54,7 @@ def fields_multiple(cfg: DeformConfig) -> int:
 
 
 def config_from_meta(meta: dict) -> DeformConfig:
-    own = {k: meta[k] for k in to_dict(DeformConfig()) if k in meta}
-    base, dropped = known_keys(DeformConfig, own)
-    if dropped:
-        warnings.warn(f"checkpoint config keys {dropped} are unknown; ignored", stacklevel=3)
-    return load_config(DeformConfig, base=base)
+    return _config_from_meta(DeformConfig, meta)
 
 
 def load_network(ckpt: str | Path, stage: str, device: torch.device | str = "cpu"):

@@ -27,6 +27,7 @@ from brainsynth.data.preprocess import resample_to_grid
 from brainsynth.errors import InputError
 from brainsynth.io import Volume, read_volume, write_volume
 from brainsynth.registration.affine import register_affine
+from brainsynth.training.checkpoint import find_in_run
 
 FOLDER = "template"
 T1W, DSEG = "template_T1w.nii.gz", "template_dseg.nii.gz"
@@ -179,9 +180,8 @@ def build_template(
 
 def load_template(run: str | Path) -> tuple[Volume, Volume | None]:
     """The template (and its labels, if any) of a deform run (or a folder inside it)."""
-    p = Path(run)
-    for folder in (p, p.parent, p.parent.parent, p.parent.parent.parent):
-        if (folder / FOLDER / T1W).is_file():
-            lab = folder / FOLDER / DSEG
-            return read_volume(folder / FOLDER / T1W), read_volume(lab) if lab.is_file() else None
+    found = find_in_run(run, Path(FOLDER) / T1W)
+    if found is not None:
+        lab = found.parent / DSEG
+        return read_volume(found), read_volume(lab) if lab.is_file() else None
     raise InputError(run, f"no template ({FOLDER}/{T1W}) in this deform run")

@@ -9,14 +9,14 @@ volume, brain volume), with condition dropout for classifier-free guidance; DDIM
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from monai.networks.nets import PatchDiscriminator
 
-from brainsynth.config import known_keys, load_config, to_dict
+from brainsynth.config import config_from_meta as _config_from_meta
+from brainsynth.config import load_config, to_dict
 from brainsynth.data.cache import read_cache_info, read_cache_manifest
 from brainsynth.data.covariates import COVARIATES
 from brainsynth.diffusion.gaussian import GaussianProcess
@@ -47,15 +47,8 @@ def load_ldm_config(path=None, overrides=None, base: dict | None = None) -> LDMC
 
 
 def config_from_meta(meta: dict) -> LDMConfig:
-    """The LDMConfig stored in a checkpoint's resolved config (other run keys ignored). Keys this
-    version does not know (an option since removed) are dropped with a warning: if they changed
-    the networks, loading the weights fails on their shapes."""
-    base, dropped = known_keys(LDMConfig, {k: meta[k] for k in to_dict(LDMConfig()) if k in meta})
-    if dropped:
-        warnings.warn(
-            f"checkpoint config keys {dropped} are unknown to this version; ignored", stacklevel=2
-        )
-    return load_ldm_config(base=base)
+    """The LDMConfig stored in a checkpoint's resolved config (``brainsynth.config``)."""
+    return _config_from_meta(LDMConfig, meta)
 
 
 def latent_shape(cfg: LDMConfig, shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -9,7 +9,6 @@ and a result taken back.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from brainsynth.config import known_keys, load_config, to_dict
+from brainsynth.config import config_from_meta as _config_from_meta
+from brainsynth.config import to_dict
 from brainsynth.data.cache import read_cache_info
 from brainsynth.data.prepare import reference_affine
 from brainsynth.diffusion.gaussian import GaussianProcess
@@ -29,7 +29,7 @@ from brainsynth.nn.layout import set_memory_format
 from brainsynth.nn.presets import UNET_PRESETS, resolve_preset
 from brainsynth.nn.slicewise import SliceWise
 from brainsynth.nn.unet import UNetDenoiser, build_unet
-from brainsynth.training.checkpoint import load_model_for_inference
+from brainsynth.training.checkpoint import find_in_run, load_model_for_inference
 
 NAME = "restore"
 # Model units: the cache's [0, 1] (background 0) -> [-1, 1] (background -1).
@@ -175,16 +175,8 @@ def _triple(v: Any) -> tuple[int, int, int]:
 
 
 def config_from_meta(meta: dict) -> RestoreConfig:
-    """The RestoreConfig in a checkpoint's resolved config (the run's other keys ignored). Keys
-    this version does not know are dropped with a warning (if they changed the network, loading
-    its weights then fails on their shapes)."""
-    own = {k: meta[k] for k in to_dict(RestoreConfig()) if k in meta}
-    base, dropped = known_keys(RestoreConfig, own)
-    if dropped:
-        warnings.warn(
-            f"checkpoint config keys {dropped} are unknown to this version; ignored", stacklevel=3
-        )
-    return load_config(RestoreConfig, base=base)
+    """The RestoreConfig stored in a checkpoint's resolved config (``brainsynth.config``)."""
+    return _config_from_meta(RestoreConfig, meta)
 
 
 def load_prior(
@@ -231,8 +223,5 @@ def load_template(ckpt: str | Path):
     """The run's template (a Volume) for a run folder or one of its step folders; None if absent."""
     from brainsynth.io import read_volume
 
-    p = Path(ckpt)
-    for folder in (p, p.parent, p.parent.parent):
-        if (folder / TEMPLATE).is_file():
-            return read_volume(folder / TEMPLATE)
-    return None
+    found = find_in_run(ckpt, TEMPLATE, levels=2)
+    return None if found is None else read_volume(found)
