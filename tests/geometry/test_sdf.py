@@ -1,0 +1,337 @@
+"""Signed distance of triangle meshes on grids: analytic spheres and boxes, exact band, robust sign."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from brainsynth.evaluation.surface import (
+    distances_to_mesh,
+    point_triangle_distance,
+    surface_from_mask,
+)
+from brainsynth.geometry import sdf
+from brainsynth.io import Surface
+
+
+def icosphere(level: int, radius: float, centre=(0.0, 0.0, 0.0)) -> Surface:
+    """Subdivided icosahedron projected to the sphere; faces outward."""
+    t = (1 + 5**0.5) / 2
+    v = np.array(
+        [[-1, t, 0], [1, t, 0], [-1, -t, 0], [1, -t, 0], [0, -1, t], [0, 1, t],
+         [0, -1, -t], [0, 1, -t], [t, 0, -1], [t, 0, 1], [-t, 0, -1], [-t, 0, 1]]
+    )  # fmt: skip
+    f = np.array(
+        [[0, 11, 5], [0, 5, 1], [0, 1, 7], [0, 7, 10], [0, 10, 11], [1, 5, 9], [5, 11, 4],
+         [11, 10, 2], [10, 7, 6], [7, 1, 8], [3, 9, 4], [3, 4, 2], [3, 2, 6], [3, 6, 8],
+         [3, 8, 9], [4, 9, 5], [2, 4, 11], [6, 2, 10], [8, 6, 7], [9, 8, 1]]
+    )  # fmt: skip
+    v = v / np.linalg.norm(v, axis=1, keepdims=True)
+    for _ in range(level):
+        edges = np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), axis=1)
+        unique, inverse = np.unique(edges, axis=0, return_inverse=True)
+        mid = v[unique].mean(axis=1)
+        mid /= np.linalg.norm(mid, axis=1, keepdims=True)
+        m_ab, m_bc, m_ca = (len(v) + inverse.reshape(3, -1)).reshape(3, -1)
+        v = np.concatenate([v, mid])
+        a, b, c = f.T
+        f = np.concatenate(
+            [
+                np.stack([a, m_ab, m_ca], 1),
+                np.stack([b, m_bc, m_ab], 1),
+                np.stack([c, m_ca, m_bc], 1),
+                np.stack([m_ab, m_bc, m_ca], 1),
+            ]
+        )
+    return Surface(v * radius + np.asarray(centre, dtype=float), f)
+
+
+def chordal_error(mesh: Surface, centre, radius: float) -> float:
+    """Largest gap between the sphere and its inscribed mesh: radius - nearest face plane."""
+    tri = mesh.vertices[mesh.faces] - np.asarray(centre)
+    n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    n /= np.linalg.norm(n, axis=1, keepdims=True)
+    return float(radius - np.abs(np.einsum("ij,ij->i", n, tri[:, 0])).min())
+
+
+def box_mesh(half: np.ndarray, flip: bool = False) -> Surface:
+    """Axis-aligned box [-half, half], 12 triangles, faces outward (inward if ``flip``)."""
+    v = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], float) * half
+    quads = [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)]
+    f = np.array([t for a, b, c, d in quads for t in ((a, b, c), (a, c, d))])
+    return Surface(v, f[:, ::-1] if flip else f)
+
+
+def box_sdf(points: np.ndarray, half: np.ndarray) -> np.ndarray:
+    q = np.abs(points) - half
+    return np.linalg.norm(np.maximum(q, 0), axis=-1) + np.minimum(q.max(axis=-1), 0)
+
+
+def grid_points(shape, affine) -> np.ndarray:
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1)
+    return ijk @ affine[:3, :3].T + affine[:3, 3]
+
+
+def translation(origin, spacing=1.0) -> np.ndarray:
+    aff = np.diag([spacing, spacing, spacing, 1.0])
+    aff[:3, 3] = origin
+    return aff
+
+
+def rotation(axis, angle: float) -> np.ndarray:
+    axis = np.asarray(axis, float) / np.linalg.norm(axis)
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
+
+
+# --- the band kernel ---------------------------------------------------------------------------
+
+
+def segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    ab = b - a
+    t = np.clip(np.einsum("ij,ij->i", p - a, ab) / np.einsum("ij,ij->i", ab, ab), 0, 1)
+    return np.linalg.norm(p - a - t[:, None] * ab, axis=1)
+
+
+def test_frame_distance_equals_point_triangle_distance():
+    rng = np.random.default_rng(1)
+    n = 4000
+    a, b, c = (rng.normal(size=(n, 3)) * 2 for _ in range(3))
+    # degenerate cases: collinear, a point, slivers
+    c[:200] = a[:200] + 0.3 * (b[:200] - a[:200])
+    b[200:300] = a[200:300]
+    c[200:300] = a[200:300]
+    c[300:400] = a[300:400] + 0.5 * (b[300:400] - a[300:400]) + 1e-4 * rng.normal(size=(100, 3))
+    p = rng.normal(size=(n, 3)) * 3
+    p[400:600] = a[400:600] + rng.random((200, 1)) * (b[400:600] - a[400:600])  # on an edge
+    verts = np.concatenate([a, b, c])
+    faces = np.arange(3 * n).reshape(3, n).T
+    frames = sdf._Frames(verts, faces)
+    rows = np.arange(n)
+    local = np.einsum("pij,pj->pi", frames.rot, p - frames.a)
+    consts = [
+        getattr(frames, k)[rows].astype(np.float64)
+        for k in ("bx", "cx", "cy", "bcx", "inv_ac2", "inv_bc2", "y_min")
+    ]
+    d2, _, _ = sdf._frame_distance2(local[:, 0], local[:, 1], *consts)
+    ours = np.sqrt(d2 + local[:, 2] ** 2)
+    ref = point_triangle_distance(p, a, b, c)
+    # collinear faces: the distance to their longest edge (point_triangle_distance's Voronoi-region
+    # tests are ambiguous there: it can be off by ~1 %)
+    k = slice(0, 200)
+    ref[k] = np.minimum(segment_distance(p[k], a[k], b[k]), segment_distance(p[k], b[k], c[k]))
+    assert np.abs(ours - ref).max() < 1e-5
+    # closest points: on the triangle and at the distance
+    cp = sdf._closest_points(frames, p, rows)
+    assert np.abs(np.linalg.norm(p - cp, axis=1) - ref).max() < 1e-5
+    on = point_triangle_distance(cp, a, b, c)
+    on[k] = np.minimum(segment_distance(cp[k], a[k], b[k]), segment_distance(cp[k], b[k], c[k]))
+    assert on.max() < 1e-5
+
+
+def test_unsigned_distance_of_a_triangle_soup_is_exact_in_the_band():
+    rng = np.random.default_rng(2)
+    centres = rng.uniform(2, 10, size=(30, 1, 3))
+    tri = centres + rng.normal(size=(30, 3, 3))
+    tri[0, 2] = tri[0, 0]  # a degenerate face
+    mesh = Surface(tri.reshape(-1, 3), np.arange(90).reshape(30, 3))
+    shape, aff = (12, 12, 12), translation((0.2, 0.1, 0.3))
+    ref = distances_to_mesh(grid_points(shape, aff).reshape(-1, 3), mesh).reshape(shape)
+    wide = sdf.unsigned_distance(mesh, shape, aff, band=30)  # every voxel in the band: all exact
+    np.testing.assert_allclose(wide, ref, atol=1e-4)
+    narrow = sdf.unsigned_distance(mesh, shape, aff, band=1.5)
+    band = ref <= 1.5
+    np.testing.assert_allclose(narrow[band], ref[band], atol=1e-4)
+    # beyond the band: the distance to a surface point, so never below the true distance
+    assert (narrow >= ref - 1e-4).all()
+    assert np.abs(narrow - ref).max() < 0.5
+
+
+# --- analytic shapes ---------------------------------------------------------------------------
+
+
+def test_sphere_sdf_matches_analytic_and_mesh():
+    centre, radius = np.array([0.3, -0.2, 0.4]), 8.0
+    mesh = icosphere(3, radius, centre)
+    shape, aff = (24, 24, 24), translation((-11.5, -11.5, -11.5))
+    pts = grid_points(shape, aff)
+    out = sdf.signed_distance(mesh, shape, aff)
+    assert out.dtype == np.float32 and out.shape == shape
+    exact = distances_to_mesh(pts.reshape(-1, 3), mesh).reshape(shape)
+    band = exact <= 1.5
+    np.testing.assert_allclose(np.abs(out[band]), exact[band], atol=1e-4)
+    assert np.abs(np.abs(out) - exact).max() < 0.5  # far field: within half a voxel
+    analytic = np.linalg.norm(pts - centre, axis=-1) - radius
+    chord = chordal_error(mesh, centre, radius)
+    assert chord < 0.2
+    assert np.abs(out - analytic).max() < chord + 0.5
+    clear = np.abs(analytic) > chord
+    np.testing.assert_array_equal((out < 0)[clear], (analytic < 0)[clear])
+    inside = sdf.inside_mask(mesh, shape, aff)
+    np.testing.assert_array_equal(inside[clear], (analytic < 0)[clear])
+
+
+@pytest.mark.parametrize("flip", [False, True])
+@pytest.mark.parametrize("rule", ["parity", "winding"])
+def test_box_sdf_is_exact_with_rays_through_edges_and_vertices(flip, rule):
+    half = np.array([4.0, 5.0, 6.0])
+    # voxel centres at integer world coordinates: rays run through the box's vertices, along its
+    # edges, in its face planes and through its face diagonals
+    shape, aff = (21, 21, 21), translation((-10, -10, -10))
+    out = sdf.signed_distance(box_mesh(half, flip), shape, aff, sign_rule=rule)
+    ref = box_sdf(grid_points(shape, aff), half)
+    np.testing.assert_allclose(out, ref, atol=1e-5)
+    # off the lattice: exact in the band, the far field within half a voxel (above, never below)
+    aff = translation((-9.7, -9.9, -10.2))
+    out = sdf.signed_distance(box_mesh(half, flip), shape, aff, sign_rule=rule)
+    ref = box_sdf(grid_points(shape, aff), half)
+    band = np.abs(ref) <= 1.5
+    np.testing.assert_allclose(out[band], ref[band], atol=1e-5)
+    assert (np.abs(out) >= np.abs(ref) - 1e-5).all() and np.abs(out - ref).max() < 0.5
+    np.testing.assert_array_equal(out < 0, ref < 0)
+
+
+@pytest.mark.parametrize("rule", ["parity", "winding"])
+def test_inside_mask_recovers_the_mask_of_its_marching_cubes_surface(rule):
+    # marching-cubes vertices lie on grid edges: rays along the grid run through them
+    rng = np.random.default_rng(3)
+    shape = (22, 24, 20)
+    pts = grid_points(shape, np.eye(4))
+    for _ in range(3):
+        c = np.array(shape) / 2 + rng.normal(size=3)
+        mask = np.linalg.norm(pts - c, axis=-1) < rng.uniform(5, 8)
+        mask |= (np.abs(pts - c - 3) < 3).all(axis=-1)
+        mask[2:5, 2:5, 2:5] = True  # a second component
+        mesh = surface_from_mask(mask, np.eye(4))
+        np.testing.assert_array_equal(sdf.inside_mask(mesh, shape, np.eye(4), rule), mask)
+
+
+@pytest.mark.parametrize("flip_axis", [False, True])
+def test_rotated_anisotropic_grid_gives_the_same_world_distances(flip_axis):
+    centre, radius = np.array([1.0, -0.5, 0.5]), 7.0
+    mesh = icosphere(3, radius, centre)
+    lin = rotation([1, 2, 3], 0.6) @ np.diag([0.9, 1.2, 1.5])
+    if flip_axis:  # a left-handed voxel -> world map
+        lin = lin @ np.diag([1.0, -1.0, 1.0])
+    shape = (22, 18, 14)
+    aff = np.eye(4)
+    aff[:3, :3] = lin
+    aff[:3, 3] = centre - lin @ ((np.array(shape) - 1) / 2) + 0.37
+    pts = grid_points(shape, aff)
+    out = sdf.signed_distance(mesh, shape, aff)
+    exact = distances_to_mesh(pts.reshape(-1, 3), mesh).reshape(shape)
+    band = exact <= 1.5 * 1.5
+    assert band.sum() > 500
+    np.testing.assert_allclose(np.abs(out[band]), exact[band], atol=1e-4)
+    assert np.abs(np.abs(out) - exact).max() < 0.75  # half of the largest voxel size
+    analytic = np.linalg.norm(pts - centre, axis=-1) - radius
+    clear = np.abs(analytic) > chordal_error(mesh, centre, radius)
+    np.testing.assert_array_equal((out < 0)[clear], (analytic < 0)[clear])
+
+
+def test_mesh_leaving_the_grid_keeps_its_sign():
+    centre, radius = np.array([0.0, 0.0, 0.0]), 9.0
+    mesh = icosphere(3, radius, centre)
+    shape, aff = (16, 16, 16), translation((-3.5, -4.5, -2.5))  # the sphere crosses 3 grid faces
+    pts = grid_points(shape, aff)
+    out = sdf.signed_distance(mesh, shape, aff)
+    analytic = np.linalg.norm(pts - centre, axis=-1) - radius
+    clear = np.abs(analytic) > chordal_error(mesh, centre, radius)
+    np.testing.assert_array_equal((out < 0)[clear], (analytic < 0)[clear])
+    exact = distances_to_mesh(pts.reshape(-1, 3), mesh).reshape(shape)
+    band = exact <= 1.5
+    np.testing.assert_allclose(np.abs(out[band]), exact[band], atol=1e-4)
+
+
+def test_mesh_outside_the_grid_falls_back_to_exact_distances():
+    mesh = icosphere(2, 3.0, (30.0, 0.0, 0.0))
+    shape, aff = (6, 7, 8), np.eye(4)
+    out = sdf.signed_distance(mesh, shape, aff)
+    ref = distances_to_mesh(grid_points(shape, aff).reshape(-1, 3), mesh).reshape(shape)
+    np.testing.assert_allclose(out, ref, atol=1e-4)
+
+
+# --- robust sign -------------------------------------------------------------------------------
+
+
+def test_missing_triangles_do_not_flip_the_bulk():
+    centre, radius = np.array([0.3, 0.2, -0.1]), 9.0
+    mesh = icosphere(2, radius, centre)  # 320 faces of ~5 mm: each hole spans several rays
+    shape, aff = (24, 24, 24), translation((-11.5, -11.5, -11.5))
+    analytic = np.linalg.norm(grid_points(shape, aff) - centre, axis=-1) - radius
+    clear = np.abs(analytic) > chordal_error(mesh, centre, radius) + 0.5
+    # holes on three sides, so that rays along every axis pass through one
+    v = mesh.vertices[mesh.faces].mean(axis=1) - centre
+    holes = [int(np.argmax(v @ d)) for d in ([1, 0.1, 0.2], [0.1, -1, 0.3], [0.2, 0.3, 1])]
+    holed = Surface(mesh.vertices, np.delete(mesh.faces, holes, axis=0))
+    inside = sdf.inside_mask(holed, shape, aff)
+    wrong = (inside != (analytic < 0)) & clear
+    assert wrong.sum() == 0, wrong.sum()
+    # a single axis's parity would flip whole columns behind each hole
+    before, total = sdf._axis_crossings(
+        sdf._to_voxels(holed.vertices, aff[:3, 3], np.linalg.inv(aff[:3, :3])),
+        holed.faces,
+        shape,
+        0,
+        signed=False,
+    )
+    assert (total % 2 == 1).sum() >= 3
+    out = sdf.signed_distance(holed, shape, aff)
+    np.testing.assert_array_equal((out < 0)[clear & ~wrong], (analytic < 0)[clear & ~wrong])
+
+
+def test_winding_keeps_self_overlaps_inside():
+    a = icosphere(3, 6.0, (-2.5, 0.1, 0.2))
+    b = icosphere(3, 6.0, (2.5, -0.1, 0.1))
+    merged = Surface(
+        np.concatenate([a.vertices, b.vertices]),
+        np.concatenate([a.faces, b.faces + a.n_vertices]),
+    )
+    shape, aff = (24, 18, 18), translation((-11.5, -8.5, -8.5))
+    pts = grid_points(shape, aff)
+    da = np.linalg.norm(pts - (-2.5, 0.1, 0.2), axis=-1) - 6.0
+    db = np.linalg.norm(pts - (2.5, -0.1, 0.1), axis=-1) - 6.0
+    clear = (np.abs(da) > 0.3) & (np.abs(db) > 0.3)
+    lens = (da < 0) & (db < 0) & clear
+    winding = sdf.inside_mask(merged, shape, aff, sign_rule="winding")
+    np.testing.assert_array_equal(winding[clear], ((da < 0) | (db < 0))[clear])
+    parity = sdf.inside_mask(merged, shape, aff, sign_rule="parity")
+    assert lens.sum() > 50 and not parity[lens].any()  # even parity: the documented difference
+    # the union of separate meshes OR-s the inside masks, so any rule keeps the lens inside
+    union = sdf.union_signed_distance([a, b], shape, aff)
+    np.testing.assert_array_equal((union < 0)[clear], ((da < 0) | (db < 0))[clear])
+
+
+def test_union_of_disjoint_meshes_is_the_minimum():
+    a = icosphere(3, 4.0, (-5.0, 0.0, 0.0))
+    b = icosphere(3, 3.0, (5.0, 0.5, 0.0))
+    shape, aff = (24, 14, 12), translation((-11.5, -6.5, -5.5))
+    union = sdf.union_signed_distance([a, None, b], shape, aff)
+    sa = sdf.signed_distance(a, shape, aff)
+    sb = sdf.signed_distance(b, shape, aff)
+    ref = np.minimum(sa, sb)
+    pts = grid_points(shape, aff).reshape(-1, 3)
+    exact = np.minimum(distances_to_mesh(pts, a), distances_to_mesh(pts, b)).reshape(shape)
+    band = exact <= 1.5
+    np.testing.assert_allclose(union[band], ref[band], atol=1e-4)
+    np.testing.assert_array_equal(union < 0, ref < 0)
+    assert np.abs(union - ref).max() < 0.5
+
+
+def test_clip_and_argument_checks():
+    mesh = icosphere(2, 5.0)
+    shape, aff = (16, 16, 16), translation((-7.5, -7.5, -7.5))
+    out = sdf.signed_distance(mesh, shape, aff, clip=2.0)
+    assert out.min() == -2.0 and out.max() == 2.0
+    with pytest.raises(ValueError, match="clip"):
+        sdf.signed_distance(mesh, shape, aff, clip=0)
+    with pytest.raises(ValueError, match="band"):
+        sdf.signed_distance(mesh, shape, aff, band=0)
+    with pytest.raises(ValueError, match="sign_rule"):
+        sdf.signed_distance(mesh, shape, aff, sign_rule="odd")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="shape"):
+        sdf.signed_distance(mesh, (16, 16), aff)
+    with pytest.raises(ValueError, match="singular"):
+        sdf.signed_distance(mesh, shape, np.diag([1.0, 0.0, 1.0, 1.0]))
+    with pytest.raises(ValueError, match="no surface"):
+        sdf.union_signed_distance([None], shape, aff)
