@@ -118,3 +118,18 @@ def test_marching_cubes_sphere_area_volume_and_orientation(affine_diag):
 def test_surface_from_empty_mask_fails():
     with pytest.raises(ValueError, match="no voxel"):
         sf.surface_from_mask(np.zeros((5, 5, 5)), np.eye(4))
+
+
+def test_point_triangle_distance_of_collinear_triangles_is_the_distance_to_their_edges():
+    rng = np.random.default_rng(3)
+    n = 500
+    a, b = rng.normal(size=(n, 3)), rng.normal(size=(n, 3))
+    c = a + rng.uniform(-0.5, 1.5, size=(n, 1)) * (b - a)  # on the line through a and b
+    p = rng.normal(size=(n, 3)) * 2
+
+    def seg(p, u, w):
+        t = np.clip(np.einsum("ij,ij->i", p - u, w - u) / np.einsum("ij,ij->i", w - u, w - u), 0, 1)
+        return np.linalg.norm(p - u - t[:, None] * (w - u), axis=1)
+
+    ref = np.minimum.reduce([seg(p, a, b), seg(p, a, c), seg(p, b, c)])
+    np.testing.assert_allclose(sf.point_triangle_distance(p, a, b, c), ref, atol=1e-9)

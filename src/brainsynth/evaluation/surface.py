@@ -111,7 +111,27 @@ def point_triangle_distance(
         put((vc <= 0) & (d1 >= 0) & (d3 <= 0), a + np.nan_to_num(t)[:, None] * ab)
     put((d3 >= 0) & (d4 <= d3), b)
     put((d1 <= 0) & (d2 <= 0), a)
-    return np.linalg.norm(p - q, axis=1)
+    dist = np.linalg.norm(p - q, axis=1)
+    # Zero-area (collinear) triangles break the region tests above: their distance is that to
+    # the nearest of their three edges.
+    flat = np.linalg.norm(np.cross(ab, ac), axis=1) <= 1e-12 * (
+        np.einsum("ij,ij->i", ab, ab) + np.einsum("ij,ij->i", ac, ac)
+    )
+    if flat.any():
+        f = flat
+        dist[f] = np.minimum.reduce(
+            [_segment_distance(p[f], u[f], w[f]) for u, w in ((a, b), (a, c), (b, c))]
+        )
+    return dist
+
+
+def _segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Distance from points ``p`` (N, 3) to segments ``[a, b]`` (N, 3 each), row-wise."""
+    ab = b - a
+    n2 = np.einsum("ij,ij->i", ab, ab)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(n2 > 0, np.einsum("ij,ij->i", p - a, ab) / n2, 0.0)
+    return np.linalg.norm(p - (a + np.clip(t, 0.0, 1.0)[:, None] * ab), axis=1)
 
 
 def _vertex_faces(n_vertices: int, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
