@@ -29,11 +29,10 @@ from pathlib import Path
 
 from brainsynth.data.covariates import ALIASES, UNMEASURABLE, implausible, is_missing, parse_value
 from brainsynth.errors import InputError
+from brainsynth.io.surface import surface_key
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mgz")
 SURFACE_KEYS = ("lh_pial", "lh_white", "rh_pial", "rh_white")
-_GIFTI_SURF = re.compile(r"hemi-(?P<hemi>[LR])_(?:.*_)?(?P<kind>pial|white)\.surf\.gii$")
-_FS_SURF = re.compile(r"^(?P<hemi>lh|rh)\.(?P<kind>pial|white)$")
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # ids become file names in the cache
 _MANIFEST_COLUMNS = {"subject", "t1", "image", "labels", "split", *SURFACE_KEYS, *ALIASES}
 
@@ -201,10 +200,9 @@ def _match(files: list[Path], key: str, sub: str) -> tuple[Path | None, dict[str
     )
     surfaces: dict[str, Path] = {}
     for p in mine:
-        m = _GIFTI_SURF.search(p.name) or _FS_SURF.match(p.name)
-        if m:
-            hemi = {"L": "lh", "R": "rh"}.get(m["hemi"], m["hemi"])
-            surfaces.setdefault(f"{hemi}_{m['kind']}", p)
+        hemi_kind = surface_key(p.name)
+        if hemi_kind is not None:
+            surfaces.setdefault("_".join(hemi_kind), p)
     return labels, surfaces
 
 

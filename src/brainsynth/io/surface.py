@@ -8,6 +8,7 @@ coordinates like GIfTI's, and subtracted again on write.
 from __future__ import annotations
 
 import gzip
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,6 +63,20 @@ def validate_mesh(vertices: np.ndarray, faces: np.ndarray, path: str | Path | No
             path,
             f"face indices out of range [0, {vertices.shape[0]}): {faces.min()}..{faces.max()}",
         )
+
+
+_GIFTI_SURF = re.compile(r"hemi-(?P<hemi>[LR])_(?:.*_)?(?P<kind>pial|white)\.surf\.gii$")
+_FS_SURF = re.compile(r"^(?P<hemi>lh|rh)\.(?P<kind>pial|white)$")
+
+
+def surface_key(name: str) -> tuple[str, str] | None:
+    """``(hemi, kind)`` ("lh"/"rh", "pial"/"white") of a surface file name, BIDS GIfTI
+    (``*hemi-L_pial.surf.gii``, also with entities between) or FreeSurfer (``lh.pial``); None for
+    any other name."""
+    m = _GIFTI_SURF.search(name) or _FS_SURF.match(name)
+    if m is None:
+        return None
+    return {"L": "lh", "R": "rh"}.get(m["hemi"], m["hemi"]), m["kind"]
 
 
 def _is_gifti(path: Path) -> bool:
