@@ -33,7 +33,7 @@ import torch
 from brainsynth.evaluation.deformation import jacobian_stats
 from brainsynth.evaluation.distribution import compare_scalars
 from brainsynth.evaluation.overlap import MAJOR_STRUCTURES, STRUCTURES, structure_dice
-from brainsynth.io import Volume, read_volume, write_volume
+from brainsynth.io import Volume, read_volume, write_tsv_atomic, write_volume
 from brainsynth.methods.deform import load_network, load_template, sample
 from brainsynth.methods.deform.networks import OFFSET, SCALE
 from brainsynth.methods.deform.template import align_split
@@ -122,10 +122,7 @@ def main() -> None:
             sid,
             {m: round(r["mean"], 3) for m, r in ((r["method"], r) for r in rows[-len(results) :])},
         )
-    with open(args.out / "registration.tsv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]), delimiter="\t")
-        w.writeheader()
-        w.writerows(rows)
+    write_tsv_atomic(args.out / "registration.tsv", rows)
 
     methods = list(dict.fromkeys(r["method"] for r in rows))
     summary: dict = {"subjects": min(args.n, len(test.ids)), "registration": {}}

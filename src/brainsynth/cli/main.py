@@ -27,6 +27,7 @@ _COMMAND_MODULES = (
     "ldm",
     "restore",
     "deform",
+    "cortex",
     "evaluate",
     "demo",
     "bench",

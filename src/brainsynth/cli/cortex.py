@@ -1,0 +1,122 @@
+"""CLI of method ``cortex``: ``brainsynth train cortex``, ``brainsynth sample cortex`` (a T1w from
+given surfaces), ``brainsynth atrophy`` (the same surfaces with a thinner cortex, before/after)
+and ``brainsynth surfaces`` (white and pial surfaces from a label map)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from brainsynth.cli.options import (
+    CONFIG,
+    DEVICE,
+    OVERWRITE,
+    SET,
+    check_run_dir,
+    existing,
+    resolve_device,
+)
+from brainsynth.cli.sample import ETA, SEED, STEPS, N
+
+SURFACES = typer.Option(
+    ...,
+    "--surfaces",
+    help="folder with lh/rh pial and white surfaces (FreeSurfer surf/ or *hemi-L_pial.surf.gii)",
+)
+
+
+def train_cortex(
+    data: Path = typer.Option(..., "--data", help="cache (with label maps) from `prepare`"),
+    out: Path = typer.Option(..., "--out", help="run folder (shapes/, checkpoints/, log.jsonl)"),
+    config: Path = CONFIG,
+    overrides: list[str] = SET,
+    resume: bool = typer.Option(False, "--resume", help="continue the run in --out exactly"),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="processes for the surface extraction"),
+    device: str = DEVICE,
+) -> None:
+    """Surfaces from every subject's label map, their shape channels, then the bridge."""
+    from brainsynth.config import load_config
+    from brainsynth.methods import cortex
+
+    sets = [*overrides, f"train.device={device}"] if device else list(overrides)
+    cfg = load_config(cortex.CortexConfig, config, sets)
+    existing(data / "cache.json", "cache (run `brainsynth prepare` first)")
+    check_run_dir(out, resume)
+    cortex.train(cfg, data, out, resolve_device(device), resume, jobs=jobs)
+    typer.echo(f"done: {out}")
+
+
+def sample_cortex(
+    ckpt: Path = typer.Option(..., "--ckpt", help="cortex run folder"),
+    surfaces: Path = SURFACES,
+    out: Path = typer.Option(..., "--out", help="folder for T1w, S_c, montage, samples.tsv"),
+    n: int = N,
+    steps: int = STEPS,
+    eta: float = ETA,
+    seed: int = SEED,
+    device: str = DEVICE,
+    overwrite: bool = OVERWRITE,
+) -> None:
+    """T1w volumes whose cortex follows the given surfaces, in their world space."""
+    from brainsynth.cli.sample import progress_bar
+    from brainsynth.methods.cortex import sample
+
+    with progress_bar(f"sample {n}") as progress:
+        paths = sample(
+            existing(ckpt, "cortex run"), existing(surfaces, "surface folder"), out, n=n,
+            steps=steps, eta=eta, seed=seed, device=resolve_device(device), progress=progress,
+            overwrite=overwrite,
+        )  # fmt: skip
+    typer.echo(f"{len(paths)} volumes in {out} (montage.png)")
+
+
+def atrophy_cmd(
+    ckpt: Path = typer.Option(..., "--ckpt", help="cortex run folder"),
+    surfaces: Path = SURFACES,
+    mm: float = typer.Option(..., "--mm", help="cortical thinning in mm (pial moved inward)"),
+    out: Path = typer.Option(..., "--out", help="output folder"),
+    steps: int = STEPS,
+    seed: int = SEED,
+    device: str = DEVICE,
+    overwrite: bool = OVERWRITE,
+) -> None:
+    """The scan of the given surfaces and of the same surfaces with a cortex thinner by --mm
+    (same noise): ``before_*``, ``after_*`` and the atrophied surfaces in OUT/surfaces."""
+    from brainsynth.methods.cortex.atrophy import atrophy_pair
+
+    written = atrophy_pair(
+        existing(ckpt, "cortex run"), existing(surfaces, "surface folder"), out, mm,
+        steps=steps, seed=seed, device=resolve_device(device), overwrite=overwrite,
+    )  # fmt: skip
+    typer.echo(f"{len(written)} files in {out}")
+
+
+def surfaces_cmd(
+    labels: Path = typer.Option(..., "--labels", help="label map (FreeSurfer/SynthSeg or DLMUSE)"),
+    out: Path = typer.Option(..., "--out", help="folder for the GIfTI surfaces + surfaces.json"),
+) -> None:
+    """White and pial surfaces per hemisphere from a label map (topology checked, reported)."""
+    import json
+
+    import numpy as np
+
+    from brainsynth.geometry.extract import surfaces_from_labels, write_surfaces
+    from brainsynth.io import read_volume
+
+    lab = read_volume(existing(labels, "label map"), dtype=None)
+    surfaces, reports = surfaces_from_labels(lab.data.astype(np.int64), lab.affine)
+    paths = write_surfaces(surfaces, out, reports=reports)
+    for (h, k), r in reports.items():
+        typer.echo(f"{h}.{k}: {json.dumps(r.as_dict())}")
+    typer.echo(f"{len(paths)} surfaces in {out}")
+
+
+def register(app: typer.Typer) -> None:
+    from brainsynth.cli.sample import sample_app
+    from brainsynth.cli.train import train_app
+
+    train_app.command("cortex")(train_cortex)
+    sample_app.command("cortex")(sample_cortex)
+    app.command("atrophy")(atrophy_cmd)
+    app.command("surfaces")(surfaces_cmd)

@@ -1,0 +1,157 @@
+"""The cortex method on tiny sizes: shape channels from label maps, the bridge trains, resumes and
+samples a volume in the given surfaces' world space; the grid helpers' geometry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from brainsynth.config import load_config
+from brainsynth.data.datasets import Subject
+from brainsynth.data.prepare import PrepareOptions, prepare_cache
+from brainsynth.io import Volume, write_volume
+
+REPO = Path(__file__).resolve().parents[2]
+CORTEX_TINY = REPO / "configs" / "cortex_tiny.yaml"
+
+
+def _ball(shape, centre, radii) -> np.ndarray:
+    g = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1)
+    return (((g - np.asarray(centre)) / np.asarray(radii)) ** 2).sum(-1) <= 1
+
+
+def _subject(root: Path, sid: str, seed: int) -> Subject:
+    """A 32 x 28 x 28 2 mm head (RAS) in FreeSurfer labels: two hemispheres, each a WM ellipsoid
+    (2 / 41) in a cortex shell (3 / 42), a little different per subject."""
+    rng = np.random.default_rng(seed)
+    shape = (32, 28, 28)
+    lab = np.zeros(shape, np.uint16)
+    r = 1 + 0.5 * (seed % 2)
+    for x, wm, ctx in ((10, 2, 3), (21, 41, 42)):
+        lab[_ball(shape, (x, 14, 14), (5 + r, 9, 8))] = ctx
+        lab[_ball(shape, (x, 14, 14), (3 + r, 7, 6))] = wm
+    t1 = np.select([np.isin(lab, (2, 41)), np.isin(lab, (3, 42))], [110.0, 70.0], 5.0)
+    aff = np.diag([2.0, 2.0, 2.0, 1.0])
+    aff[:3, 3] = (-31.0, -27.0, -27.0)
+    t1_path = write_volume(
+        Volume((t1 + rng.normal(0, 2, shape)).astype(np.float32), aff), root / f"{sid}.nii.gz"
+    )
+    lab_path = write_volume(Volume(lab, aff), root / f"{sid}_dseg.nii.gz")
+    return Subject(sid, t1_path, lab_path, {}, {"age": 30.0 + seed, "sex": float(seed % 2)})
+
+
+@pytest.fixture(scope="module")
+def cortex_cache(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cortex")
+    subs = [_subject(root / "src", f"s{i}", i) for i in range(5)]
+    opts = PrepareOptions(spacing=2.0, shape=(32, 28, 28))
+    prepare_cache(subs, root / "cache", opts, split=(0.4, 0.4, 0.2), progress=False)
+    return root / "cache"
+
+
+@pytest.fixture(scope="module")
+def cortex_run(cortex_cache, tmp_path_factory) -> Path:
+    from brainsynth.methods import cortex
+
+    cfg = load_config(cortex.CortexConfig, CORTEX_TINY)
+    return cortex.train(cfg, cortex_cache, tmp_path_factory.mktemp("crun") / "run", "cpu")
+
+
+def test_pooled_affine_puts_each_voxel_at_the_centre_of_its_block():
+    from brainsynth.methods.cortex.data import pooled_affine
+
+    aff = np.array([[0, 0, 2.0, -20], [-2.0, 0, 0, 25], [0, 2.0, 0, -22], [0, 0, 0, 1]])
+    p = pooled_affine(aff, 2)
+    block = np.array([[i, j, k, 1.0] for i in (4, 5) for j in (2, 3) for k in (6, 7)])
+    np.testing.assert_allclose(p @ [2, 1, 3, 1], (aff @ block.T).mean(1))
+
+
+def test_pad_channels_fills_with_the_values_far_outside_the_brain():
+    from brainsynth.methods.cortex.data import OUTSIDE, pad_channels
+
+    ch = torch.zeros(5, 3, 3, 3)
+    out = pad_channels(ch, (4, 4, 4))
+    assert out.shape == (5, 4, 4, 4)
+    assert torch.equal(out[:, :3, :3, :3], ch)
+    assert torch.equal(out[:, 3, 0, 0], torch.tensor(OUTSIDE))
+
+
+def test_grid_affine_puts_the_pial_centre_at_the_training_centre():
+    from brainsynth.io import Surface
+    from brainsynth.methods.cortex.sample import grid_affine
+
+    tri = np.array([[0, 1, 2], [0, 2, 3], [0, 3, 1], [1, 3, 2]])
+    v = np.array([[10.0, 20, 30], [14, 20, 30], [10, 26, 30], [10, 20, 38]])
+    surfaces = {("lh", "pial"): Surface(v, tri)}
+    aff = grid_affine(surfaces, {"spacing": 4.0, "cortex_centre": [5.0, 6.0, 7.0]})
+    np.testing.assert_allclose(aff @ [5, 6, 7, 1], [12, 23, 34, 1])
+    np.testing.assert_allclose(np.diag(aff)[:3], 4.0)
+
+
+def test_shape_channels_of_a_label_map_have_the_ribbon_where_the_cortex_is(cortex_cache):
+    from brainsynth.data.cache import CacheDataset
+    from brainsynth.io import read_volume
+    from brainsynth.methods import cortex
+
+    item = CacheDataset(cortex_cache, "train")[0]
+    lab = read_volume(cortex_cache / "subjects" / f"{item['subject']}_dseg.nii.gz", dtype=None)
+    ch, aff, surfaces, reports = cortex.subject_shapes(
+        lab.data.astype(np.int64), lab.affine, load_config(cortex.CortexConfig, None)
+    )
+    assert ch.shape == (5, *lab.data.shape)  # downsample 1 here
+    np.testing.assert_allclose(aff, lab.affine)
+    assert set(surfaces) == {(h, k) for h in ("lh", "rh") for k in ("white", "pial")}
+    ribbon = ch[4] > 0.5
+    cortex_vox = np.isin(lab.data, (3, 42))
+    # the ribbon is the cortex up to the surfaces' sub-voxel placement
+    dice = 2 * (ribbon & cortex_vox).sum() / (ribbon.sum() + cortex_vox.sum())
+    assert dice > 0.6
+    assert np.all(ch[0][ribbon] == 0)  # S_c is 0 in the ribbon
+
+
+def test_train_sample_and_resume(cortex_run, cortex_cache, tmp_path):
+    from brainsynth.io import read_volume
+    from brainsynth.methods import cortex
+    from brainsynth.training.checkpoint import read_meta
+
+    grid = read_meta(cortex_run)["config"]["grid"]
+    assert grid["shape"] == [16, 14, 14]
+    assert grid["spacing"] == 4.0
+    # the test subject's surfaces were written: sample a volume from them
+    folder = next(p for p in (cortex_run / "shapes").iterdir() if p.is_dir())
+    paths = cortex.sample(cortex_run, folder, tmp_path / "out", n=2, steps=3)
+    assert len(paths) == 2
+    vol = read_volume(paths[0])
+    assert vol.data.shape == (16, 14, 14)
+    assert np.isfinite(vol.data).all() and vol.data.min() >= 0 and vol.data.max() <= 1
+    # world space of the surfaces: the grid centre is near the surfaces' centre
+    surfaces = cortex.read_surfaces(folder)
+    v = np.concatenate([s.vertices for s in surfaces.values()])
+    centre = vol.affine @ [7.5, 6.5, 6.5, 1]
+    assert np.abs(centre[:3] - (v.min(0) + v.max(0)) / 2).max() < 8.0
+    assert (tmp_path / "out" / "montage.png").is_file()
+    # resume: a second call with --resume continues from the last step
+    cfg = load_config(cortex.CortexConfig, CORTEX_TINY, ["train.steps=6"])
+    cortex.train(cfg, cortex_cache, cortex_run, "cpu", resume=True)
+    assert read_meta(cortex_run)["step"] == 6
+
+
+def test_atrophy_pair_differs_only_where_the_cortex_thinned(cortex_run, tmp_path):
+    import json
+
+    from brainsynth.io import read_volume
+    from brainsynth.methods import cortex
+    from brainsynth.methods.cortex.atrophy import atrophy_pair
+
+    folder = next(p for p in (cortex_run / "shapes").iterdir() if p.is_dir())
+    atrophy_pair(cortex_run, folder, tmp_path / "a", 1.0, steps=2)
+    body = json.loads((tmp_path / "a" / "atrophy.json").read_text())
+    for hemi in ("lh", "rh"):
+        assert -1.05 < body["mean_thickness_change_mm"][hemi] < -0.3
+    before = read_volume(tmp_path / "a" / "before_T1w.nii.gz")
+    after = read_volume(tmp_path / "a" / "after_T1w.nii.gz")
+    np.testing.assert_array_equal(before.affine, after.affine)
+    assert len(cortex.read_surfaces(tmp_path / "a" / "surfaces")) == 4
