@@ -155,3 +155,98 @@ def test_atrophy_pair_differs_only_where_the_cortex_thinned(cortex_run, tmp_path
     after = read_volume(tmp_path / "a" / "after_T1w.nii.gz")
     np.testing.assert_array_equal(before.affine, after.affine)
     assert len(cortex.read_surfaces(tmp_path / "a" / "surfaces")) == 4
+
+
+# --- baselines and ablation: the same method with model.kind / data.channels switched ------------
+
+VARIANTS = {
+    "ddpm": ["model.kind=ddpm"],
+    "regression": ["model.kind=regression"],
+    "fused": ["data.channels=fused"],
+}
+
+
+@pytest.fixture(scope="module")
+def variant_runs(cortex_run, cortex_cache, tmp_path_factory) -> dict[str, Path]:
+    """Each variant trained for 2 steps, reusing the bridge run's shape channels (copied)."""
+    import shutil
+
+    from brainsynth.methods import cortex
+
+    runs = {}
+    for name, sets in VARIANTS.items():
+        out = tmp_path_factory.mktemp(f"crun_{name}") / "run"
+        shutil.copytree(cortex_run / "shapes", out / "shapes")
+        cfg = load_config(cortex.CortexConfig, CORTEX_TINY, [*sets, "train.steps=2"])
+        runs[name] = cortex.train(cfg, cortex_cache, out, "cpu")
+    return runs
+
+
+def test_fused_ablation_network_sees_s_c_alone():
+    from brainsynth.methods import cortex
+    from brainsynth.methods.cortex.data import select_channels
+
+    cfg = load_config(cortex.CortexConfig, CORTEX_TINY, ["data.channels=fused"])
+    assert cortex.build_model(cfg).concat_channels == 1
+    assert cortex.build_model(load_config(cortex.CortexConfig, CORTEX_TINY)).concat_channels == 5
+    ch = torch.arange(5.0).reshape(1, 5, 1, 1, 1).expand(2, 5, 2, 2, 2)
+    assert torch.equal(select_channels(ch, cfg), ch[:, :1])  # S_c is the first channel
+
+
+def test_regression_input_is_constant():
+    from brainsynth.methods.cortex.networks import regression_input
+
+    x, t = regression_input(torch.randn(3, 5, 4, 4, 4))
+    assert x.shape == (3, 1, 4, 4, 4) and not x.any()
+    assert t.shape == (3,) and t.dtype == torch.long and not t.any()
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_variant_trains_and_samples_a_volume(name, variant_runs, tmp_path):
+    from brainsynth.io import read_volume
+    from brainsynth.methods import cortex
+    from brainsynth.training.checkpoint import read_meta
+
+    run = variant_runs[name]
+    assert read_meta(run)["step"] == 2
+    cfg, model, _ = cortex.load_model(run)  # the checkpoint's config rebuilds the right network
+    assert (cfg.model.kind, cfg.data.channels) == {
+        "ddpm": ("ddpm", "all"),
+        "regression": ("regression", "all"),
+        "fused": ("bridge", "fused"),
+    }[name]
+    assert model.concat_channels == (1 if name == "fused" else 5)
+    folder = next(p for p in (run / "shapes").iterdir() if p.is_dir())
+    paths = cortex.sample(run, folder, tmp_path / "out", n=2, steps=2, seed=3)
+    a, b = (read_volume(p).data for p in paths)
+    for v in (a, b):
+        assert v.shape == (16, 14, 14)
+        assert np.isfinite(v).all() and v.min() >= 0 and v.max() <= 1
+    if name == "regression":
+        np.testing.assert_array_equal(a, b)  # one forward pass: no noise anywhere
+        from brainsynth.methods.cortex.atrophy import atrophy_pair
+
+        atrophy_pair(run, folder, tmp_path / "atrophy", 1.0)
+        diff = read_volume(tmp_path / "atrophy" / "difference.nii.gz").data
+        assert np.isfinite(diff).all() and np.abs(diff).max() > 0
+    else:
+        assert not np.array_equal(a, b)  # two noise draws
+
+
+def test_cpu_variant_configs_differ_from_the_bridge_only_in_what_they_test():
+    from brainsynth.methods import cortex
+
+    def load(name):
+        return load_config(cortex.CortexConfig, REPO / "configs" / f"cortex_{name}.yaml")
+
+    base = load("cpu")
+    for name, kind, channels in (("cpu_ddpm", "ddpm", "all"),
+                                 ("cpu_regression", "regression", "all"),
+                                 ("cpu_fused", "bridge", "fused")):  # fmt: skip
+        cfg = load(name)
+        assert (cfg.model.kind, cfg.data.channels) == (kind, channels)
+        assert cfg.train == base.train
+        assert (cfg.model.preset, cfg.model.channels) == (base.model.preset, base.model.channels)
+        assert cfg.data.downsample == base.data.downsample and cfg.data.clip_mm == base.data.clip_mm
+        assert cfg.sample.steps == base.sample.steps  # the same 10 network evaluations
+    assert load("gpu").data.downsample == 1

@@ -35,7 +35,8 @@ def train_cortex(
     jobs: int = typer.Option(1, "--jobs", "-j", help="processes for the surface extraction"),
     device: str = DEVICE,
 ) -> None:
-    """Surfaces from every subject's label map, their shape channels, then the bridge."""
+    """Surfaces from every subject's label map, their shape channels, then the network of the
+    config's model.kind (bridge, ddpm or regression)."""
     from brainsynth.config import load_config
     from brainsynth.methods import cortex
 

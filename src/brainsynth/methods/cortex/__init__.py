@@ -1,5 +1,8 @@
 """Method cortex (Cor2Vox): a Brownian bridge from the fused cortex SDF of given pial and white
-surfaces to a T1w volume, with the shape channels concatenated at every step."""
+surfaces to a T1w volume, with the shape channels concatenated at every step. The same method
+with ``model.kind: ddpm`` / ``regression`` and ``data.channels: fused`` gives the issue's baselines
+(a Gaussian DDPM, a direct regression UNet) and its ablation (S_c alone): ``config``;
+``benchmarks/cortex_eval.py`` compares them."""
 
 from brainsynth.methods.cortex.config import Config, CortexConfig
 from brainsynth.methods.cortex.data import build_shapes, subject_shapes

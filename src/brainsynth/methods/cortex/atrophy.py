@@ -1,6 +1,7 @@
 """Cortical atrophy as a pair of scans: the given surfaces and the same surfaces with every pial
 vertex moved inward by ``mm`` (``geometry.atrophy``), both rasterised on one grid (the original
-surfaces' grid) and generated from the same noise, so the two scans differ by the atrophy alone.
+surfaces' grid) and generated from the same noise (any ``model.kind``: the regression has none),
+so the two scans differ by the atrophy alone.
 
 Written: ``before_T1w.nii.gz``, ``after_T1w.nii.gz``, ``difference.nii.gz`` (after - before),
 ``surfaces/`` (the atrophied pial + the unchanged white surfaces, GIfTI), ``atrophy.json``

@@ -11,7 +11,9 @@ it (``geometry.extract.surfaces_from_labels``) in its own world space, and the s
     RUN/shapes/failures.tsv      subjects whose surfaces could not be made, with the reason
 
 Subjects already done are skipped (a killed run resumes); one bad subject is reported and the
-others go on.
+others go on. The cache always holds all five channels; ``select_channels`` gives the ones the
+network sees (``data.channels``: all five, or S_c alone for the "fused SDF only" ablation), the
+one place train, sample and atrophy choose them.
 """
 
 from __future__ import annotations
@@ -40,6 +42,16 @@ N_CHANNELS = 5  # S_c, S_p, S_w, E, R (geometry.channels.CHANNELS)
 # Model units of the images: the cache's [0, 1] (background 0) -> [-1, 1]; the channels are
 # already in [-1, 1] / [0, 1].
 SCALE, OFFSET = 2.0, -1.0
+
+
+def concat_channels(cfg: CortexConfig) -> int:
+    """How many shape channels the network sees: 5, or 1 (S_c) with ``data.channels: fused``."""
+    return 1 if cfg.data.channels == "fused" else N_CHANNELS
+
+
+def select_channels(shape: torch.Tensor, cfg: CortexConfig) -> torch.Tensor:
+    """The network's channels (B, ``concat_channels(cfg)``, *S) of shape channels (B, 5, *S)."""
+    return shape[:, : concat_channels(cfg)]
 
 
 def pooled_affine(affine: np.ndarray, d: int) -> np.ndarray:

@@ -1,4 +1,8 @@
-"""The cortex method's network and bridge, built from its config, and loading them back."""
+"""The cortex method's network and noise process, built from its config, and loading them back.
+
+One UNet for every ``model.kind``: x_t (1 channel) with the shape channels the config selects
+(``data.select_channels``: 5, or 1 for ``data.channels: fused``) concatenated, 1 out. The process:
+the Brownian bridge (``bridge``), the Gaussian DDPM process (``ddpm``), none (``regression``)."""
 
 from __future__ import annotations
 
@@ -10,9 +14,10 @@ from torch import nn
 
 from brainsynth.config import config_from_meta as _config_from_meta
 from brainsynth.diffusion.bridge import BrownianBridgeProcess
+from brainsynth.diffusion.gaussian import GaussianProcess
 from brainsynth.errors import InputError
 from brainsynth.methods.cortex.config import CortexConfig
-from brainsynth.methods.cortex.data import N_CHANNELS
+from brainsynth.methods.cortex.data import concat_channels
 from brainsynth.nn.unet import build_unet
 from brainsynth.training.checkpoint import load_model_for_inference
 
@@ -20,16 +25,31 @@ NAME = "cortex"
 
 
 def build_model(cfg: CortexConfig) -> nn.Module:
-    """The bridge's UNet: x_t (1 channel) with the 5 shape channels concatenated, out 1."""
+    """The UNet: x_t (1 channel) with the selected shape channels concatenated, out 1."""
     m = cfg.model
     over: dict[str, Any] = {"channels": m.channels, "attention_levels": m.attention_levels}
     over = {k: v for k, v in over.items() if v is not None}
-    return build_unet(m.preset, 3, 1, 1, concat_channels=N_CHANNELS, **over)
+    return build_unet(m.preset, 3, 1, 1, concat_channels=concat_channels(cfg), **over)
 
 
-def build_process(cfg: CortexConfig) -> BrownianBridgeProcess:
+def build_bridge(cfg: CortexConfig) -> BrownianBridgeProcess:
+    """The Brownian bridge of ``model.kind: bridge``."""
     b = cfg.bridge
     return BrownianBridgeProcess(b.num_timesteps, b.m_schedule, b.s, b.objective)
+
+
+def build_gaussian(cfg: CortexConfig) -> GaussianProcess:
+    """The Gaussian process of ``model.kind: ddpm``."""
+    d = cfg.ddpm
+    return GaussianProcess(d.num_timesteps, d.schedule, d.prediction)
+
+
+def regression_input(shape: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x (B, 1, *S) zeros, t (B,) zeros) of the regression: a constant in the x_t slot and a
+    fixed timestep, so the output is a function of the concatenated shape channels alone."""
+    b = shape.shape[0]
+    x = torch.zeros((b, 1, *shape.shape[2:]), dtype=shape.dtype, device=shape.device)
+    return x, torch.zeros(b, dtype=torch.long, device=shape.device)
 
 
 def spatial_multiple(cfg: CortexConfig) -> int:

@@ -1,5 +1,7 @@
 """T1w volumes whose cortex follows given surfaces: shape channels on a grid placed in the
-surfaces' world space, then the bridge's skip-step sampler from y = S_c to x0.
+surfaces' world space, then ``generate`` by the run's ``model.kind``: the bridge's skip-step
+sampler from y = S_c to x0 (``bridge``), DDIM from x_T ~ N(0, I) (``ddpm``) or one forward pass
+(``regression``: the same volume for every seed), the selected shape channels concatenated.
 
 The grid: the run's training grid (shape, spacing), RAS, placed so that the centre of the pial
 surfaces' bounding box lands where it lay on average in training (``grid.cortex_centre``): the
@@ -23,10 +25,22 @@ from brainsynth.io import Surface, Volume, read_surface, write_text_atomic, writ
 from brainsynth.io.atomic import write_tsv_atomic
 from brainsynth.io.outdir import claim_output_dir
 from brainsynth.methods.cortex.config import CortexConfig
-from brainsynth.methods.cortex.data import OFFSET, SCALE, channels_from_surfaces, pad_channels
-from brainsynth.methods.cortex.networks import build_process, load_model
+from brainsynth.methods.cortex.data import (
+    OFFSET,
+    SCALE,
+    channels_from_surfaces,
+    pad_channels,
+    select_channels,
+)
+from brainsynth.methods.cortex.networks import (
+    build_bridge,
+    build_gaussian,
+    load_model,
+    regression_input,
+)
 from brainsynth.methods.ldm.data import crop_to
-from brainsynth.sampling import batch_progress, bridge_sample
+from brainsynth.sampling import batch_progress, bridge_sample, ddim_sample
+from brainsynth.sampling.schedule import randn_like
 from brainsynth.viz import montage
 
 OWNED = ("*_T1w.nii.gz", "*_Sc.nii.gz", "montage.png", "samples.tsv", "config.yaml")
@@ -63,14 +77,30 @@ def generate(
     generator: torch.Generator | None = None,
     progress=None,
 ) -> torch.Tensor:
-    """x0 (B, 1, *P) in [0, 1] from padded shape channels (B, 5, *P) (model units)."""
-    process = build_process(cfg)
-    y = channels[:, :1]
-    x0 = bridge_sample(
-        model, process, y, steps=cfg.sample.steps if steps is None else steps,
-        cond=Cond(concat=channels), y=y, generator=generator, progress=progress,
-        eta=cfg.sample.eta if eta is None else eta, spacing=cfg.sample.spacing, clip_x0=(-1, 1),
-    )  # fmt: skip
+    """x0 (B, 1, *P) in [0, 1] from padded shape channels (B, 5, *P) (model units), by
+    ``cfg.model.kind`` (module docstring); ``steps``/``eta`` default to ``cfg.sample``'s and are
+    ignored by the regression."""
+    cond = Cond(concat=select_channels(channels, cfg))
+    steps = cfg.sample.steps if steps is None else steps
+    eta = cfg.sample.eta if eta is None else eta
+    kind = cfg.model.kind
+    if kind == "bridge":
+        y = channels[:, :1]
+        x0 = bridge_sample(
+            model, build_bridge(cfg), y, steps=steps, cond=cond, y=y, generator=generator,
+            progress=progress, eta=eta, spacing=cfg.sample.spacing, clip_x0=(-1, 1),
+        )  # fmt: skip
+    elif kind == "ddpm":
+        x_T = randn_like(channels[:, :1], generator)
+        x0 = ddim_sample(
+            model, build_gaussian(cfg), x_T, steps=steps, cond=cond, generator=generator,
+            progress=progress, eta=eta, spacing=cfg.sample.spacing, clip_x0=(-1, 1),
+        )  # fmt: skip
+    else:
+        x, t = regression_input(channels)
+        x0 = model(x, t, cond).float().clamp(-1, 1)
+        if progress is not None:
+            progress(1, 1)
     return ((x0 - OFFSET) / SCALE).clamp(0, 1)
 
 

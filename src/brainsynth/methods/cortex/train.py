@@ -1,12 +1,19 @@
-"""Training the cortex bridge: shape channels from the cache's label maps (``data``), then the
-Brownian bridge from y = S_c to x0 = T1w with [S_c, S_p, S_w, E, R] concatenated to x_t at every
-step, the paper's L1 loss on y - x0 (the shared ``diffusion_loss``), EMA, checkpoints."""
+"""Training the cortex method: shape channels from the cache's label maps (``data``), then the
+network of ``model.kind`` with the selected shape channels (``data.select_channels``: [S_c, S_p,
+S_w, E, R] or S_c alone) concatenated to its input, EMA, checkpoints:
+
+* ``bridge``: the Brownian bridge from y = S_c to x0 = T1w, the paper's L1 loss on y - x0 (the
+  shared ``diffusion_loss`` with ``y_key``);
+* ``ddpm``: the Gaussian process from x_T ~ N(0, I) (``diffusion_loss`` without y);
+* ``regression``: L1 between the network's output (zeros in the x_t slot, t = 0) and the T1w
+  (``regression_loss``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from brainsynth.config import to_dict
@@ -14,25 +21,58 @@ from brainsynth.data.cache import read_cache_info, read_cache_manifest
 from brainsynth.diffusion.base import Cond
 from brainsynth.errors import InputError
 from brainsynth.methods.cortex.config import CortexConfig
-from brainsynth.methods.cortex.data import SHAPES, Pairs, build_shapes
-from brainsynth.methods.cortex.networks import NAME, build_model, build_process, spatial_multiple
+from brainsynth.methods.cortex.data import SHAPES, Pairs, build_shapes, select_channels
+from brainsynth.methods.cortex.networks import (
+    NAME,
+    build_bridge,
+    build_gaussian,
+    build_model,
+    regression_input,
+    spatial_multiple,
+)
 from brainsynth.training.distributed import seed_everything
 from brainsynth.training.losses import LossFn, diffusion_loss
 from brainsynth.training.trainer import Trainer, ValFn
 
 
-def _cond(batch: dict) -> Cond:
-    return Cond(concat=batch["shape"])
+def _cond_fn(cfg: CortexConfig):
+    def cond(batch: dict) -> Cond:
+        return Cond(concat=select_channels(batch["shape"], cfg))
+
+    return cond
 
 
 def bridge_loss(cfg: CortexConfig) -> LossFn:
     """The denoising loss of the bridge with y = the batch's S_c (its first shape channel)."""
-    inner = diffusion_loss(build_process(cfg), y_key="y", cond_fn=_cond, kind=cfg.bridge.loss)
+    inner = diffusion_loss(
+        build_bridge(cfg), y_key="y", cond_fn=_cond_fn(cfg), kind=cfg.bridge.loss
+    )
 
     def fn(model: nn.Module, batch: dict, generator: torch.Generator) -> torch.Tensor:
         return inner(model, {**batch, "y": batch["shape"][:, :1]}, generator)
 
     return fn
+
+
+def regression_loss(cfg: CortexConfig) -> LossFn:
+    """Mean |model(0, 0, channels) - T1w| (model units); the generator is unused."""
+    cond = _cond_fn(cfg)
+
+    def fn(model: nn.Module, batch: dict, generator: torch.Generator) -> torch.Tensor:
+        x, t = regression_input(batch["shape"])
+        out = model(x, t, cond(batch))
+        return F.l1_loss(out.float(), batch["image"].float())
+
+    return fn
+
+
+def model_loss(cfg: CortexConfig) -> LossFn:
+    """The training loss of ``cfg.model.kind`` (module docstring)."""
+    if cfg.model.kind == "bridge":
+        return bridge_loss(cfg)
+    if cfg.model.kind == "ddpm":
+        return diffusion_loss(build_gaussian(cfg), cond_fn=_cond_fn(cfg), kind=cfg.ddpm.loss)
+    return regression_loss(cfg)
 
 
 def val_fn(cfg: CortexConfig, data: Pairs | None, device: torch.device) -> ValFn | None:
@@ -42,7 +82,7 @@ def val_fn(cfg: CortexConfig, data: Pairs | None, device: torch.device) -> ValFn
         return None
     n = min(cfg.data.val_images, len(data.ids))
     batch = {k: torch.stack([data[i][k] for i in range(n)]) for k in ("image", "shape")}
-    loss = bridge_loss(cfg)
+    loss = model_loss(cfg)
 
     def fn(ema_model: nn.Module, step: int) -> dict:
         g = torch.Generator().manual_seed(1234)
@@ -63,8 +103,8 @@ def train(
     resume: bool = False,
     jobs: int = 1,
 ) -> Path:
-    """Shape channels into ``out/shapes`` (once), then the bridge into ``out`` (checkpoints/,
-    log.jsonl, config.yaml)."""
+    """Shape channels into ``out/shapes`` (once), then the network of ``cfg.model.kind`` into
+    ``out`` (checkpoints/, log.jsonl, config.yaml)."""
     if data is None:
         raise InputError(None, "method cortex trains on a cache with label maps: pass --data CACHE")
     out = Path(out)
@@ -89,7 +129,7 @@ def train(
     }
     trainer = Trainer(
         build_model(cfg),
-        bridge_loss(cfg),
+        model_loss(cfg),
         pairs,
         cfg.train,
         out,

@@ -1,0 +1,387 @@
+"""Cortex method on a cache's test split: each run generates every test subject's scan from that
+subject's own surfaces, compared to the subject's real scan; optionally every run generates
+pycortex S1 from its real surfaces.
+
+    python benchmarks/cortex_eval.py --cache CACHE --out OUT \
+        --runs bridge=/work/runs/cortex_cpu ddpm=RUN2 regression=RUN3 fused=RUN4 \
+        [-n 16] [--steps 10] [--seed 0] [--margin 6] [--device auto] \
+        [--s1 ../shared/data/pycortex_s1/sub-S1]
+
+Runs: any cortex runs (``model.kind`` bridge / ddpm / regression, ``data.channels`` all / fused:
+configs/cortex_cpu*.yaml are the paper's method, its two baselines and the ablation). Subjects:
+the first ``-n`` test-split subjects of the cache with surfaces in the FIRST run's
+``shapes/<id>/`` (written by its training, extracted from the subject's label map).
+
+Grid: the subject's own cache grid average-pooled by the run's ``data.downsample`` (the grid the
+run trained on), so generated and real voxels correspond; the shape channels are the run's cached
+ones for the subject (``RUN/shapes/<id>.npz``), else rasterised there from the first run's
+surfaces. (``brainsynth sample cortex`` instead places the grid by the pial bounding box: the
+same spacing and shape, a shifted origin.) One scan per subject and run, seed ``--seed``,
+``--steps`` network evaluations (default: the run's ``sample.steps``; the regression takes one).
+
+Image metrics (``evaluation.image``, data range 1, images in [0, 1]): MAE, PSNR and SSIM (Gaussian
+window 7 voxels under 64 voxels a side, else 11; sigma 1.5) inside the brain mask (the subject's
+label map > 0, average-pooled, >= 0.5).
+
+Surface metric: ASSD and HD95 (``evaluation.surface.surface_distances``, exact, area-weighted)
+between the input surfaces and surfaces extracted from the generated scan by a PROXY
+segmentation, since a generated T1w has no labels: a 3-class Gaussian mixture of the intensities
+(``evaluation.anatomy.fit_tissue_gmm``: CSF < GM < WM) within ``--margin`` mm outside the input
+pial surfaces, each voxel given to the hemisphere whose pial surface is nearer (signed distance);
+per hemisphere, white = WM voxels, pial = GM + WM voxels, each turned into a closed surface by the
+same pipeline that made the input surfaces from label maps (``geometry.extract.mask_surface``:
+topology repair (holes such as the ventricles filled), marching cubes, smoothing). The same proxy
+on the REAL scan gives the floor (row ``real``): what the proxy itself costs on real data; a method
+is only as good as its distance above that floor. The margin bounds what the region alone gives
+away: a scan that is WM/GM everywhere gets a pial ASSD near ``--margin``.
+Measured once on a real IXI scan (sub-IXI012, its DLMUSE surfaces, pooled to 4 mm): floor ASSD
+~3 mm (white and pial), HD95 ~11-13 mm, mostly input pial vertices deep in sulci that 4 mm voxels
+do not resolve (the GM + WM mask fills the sulci); ~2 mm ASSD at 2 mm.
+
+Cost: the surface distances dominate (exact, against input meshes of ~110 k vertices per
+hemisphere on IXI: ~20 s per scan on 2 busy cores at 4 mm, so ~30 min for 16 subjects x 4 runs +
+the real floor), then generation (``--steps`` network calls per scan).
+
+Written: ``OUT/subjects.tsv`` (one row per subject and run, and the ``real`` floor rows),
+``OUT/summary.json`` (medians, quartiles, settings), ``OUT/volumes/`` (generated and real scans,
+NIfTI on the pooled grid), ``OUT/montages/<id>.png``; with ``--s1``: ``OUT/s1/<name>/`` (the run's
+``brainsynth sample cortex`` output in S1's world space) and ``OUT/s1/montage.png`` (the real S1
+T1w resampled to the first run's grid, not skull-stripped, beside each run's scan). Prints the
+table of medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from brainsynth.cli.options import resolve_device
+from brainsynth.data.cache import IMAGE_SCALE, read_cache_info, read_cache_manifest
+from brainsynth.data.preprocess import resample_to_grid
+from brainsynth.errors import InputError
+from brainsynth.evaluation.anatomy import fit_tissue_gmm
+from brainsynth.evaluation.image import mae, psnr, ssim
+from brainsynth.evaluation.surface import surface_distances
+from brainsynth.geometry.extract import mask_surface
+from brainsynth.geometry.sdf import signed_distance
+from brainsynth.io import Surface, Volume, read_volume, write_tsv_atomic, write_volume
+from brainsynth.io.atomic import write_text_atomic
+from brainsynth.methods.cortex.config import CortexConfig
+from brainsynth.methods.cortex.data import (
+    SHAPES,
+    channels_from_surfaces,
+    load_shapes,
+    pad_channels,
+    pooled_affine,
+)
+from brainsynth.methods.cortex.networks import load_model
+from brainsynth.methods.cortex.sample import generate, read_surfaces, sample
+from brainsynth.methods.ldm.data import crop_to
+from brainsynth.training.checkpoint import read_meta
+from brainsynth.viz import montage
+
+SURFACES = [(h, k) for h in ("lh", "rh") for k in ("white", "pial")]
+IMAGE_KEYS = ("mae", "psnr", "ssim")
+SURFACE_KEYS = ("assd_white", "assd_pial", "hd95_white", "hd95_pial")
+
+
+# --- the subject on a run's grid ----------------------------------------------------------------
+
+
+def pool(a: np.ndarray, d: int) -> np.ndarray:
+    """(X, Y, Z) average-pooled by ``d`` (the training data's pooling, ``data.Pairs``)."""
+    t = torch.from_numpy(np.asarray(a, dtype=np.float32))[None, None]
+    return (F.avg_pool3d(t, d) if d > 1 else t)[0, 0].numpy()
+
+
+class Subject:
+    """A test subject's real scan, brain mask and input surfaces, on the grids of the runs."""
+
+    def __init__(self, cache: Path, row: dict, surfaces_dir: Path):
+        self.sid = row["subject"]
+        img = read_volume(cache / row["image"], dtype=None)
+        self.image = img.data.astype(np.float32) / IMAGE_SCALE
+        self.affine = img.affine
+        self.brain = read_volume(cache / row["labels"], dtype=None).data > 0
+        self.surfaces = read_surfaces(surfaces_dir)
+        self._grids: dict[int, dict] = {}
+
+    def grid(self, d: int, margin: float) -> dict:
+        """The real scan, mask, affine and proxy regions on the grid pooled by ``d`` (cached)."""
+        if d not in self._grids:
+            aff = pooled_affine(self.affine, d)
+            real = pool(self.image, d)
+            sp = {
+                h: signed_distance(self.surfaces[h, "pial"], real.shape, aff) for h in ("lh", "rh")
+            }
+            near_lh = sp["lh"] <= sp["rh"]
+            regions = {
+                "lh": (sp["lh"] < margin) & near_lh,
+                "rh": (sp["rh"] < margin) & ~near_lh,
+            }
+            brain = pool(self.brain, d) >= 0.5
+            self._grids[d] = {"affine": aff, "real": real, "brain": brain, "regions": regions}
+        return self._grids[d]
+
+
+def run_channels(run: Path, cfg: CortexConfig, subj: Subject, shape, aff) -> np.ndarray:
+    """(5, *shape): the run's cached channels of the subject if on this grid, else rasterised."""
+    try:
+        ch, cached_aff = load_shapes(run, subj.sid)
+        if ch.shape[1:] == tuple(shape) and np.allclose(cached_aff, aff, atol=1e-4):
+            return ch
+    except InputError:
+        pass
+    return channels_from_surfaces(subj.surfaces, tuple(shape), aff, cfg.data.clip_mm)
+
+
+# --- metrics ------------------------------------------------------------------------------------
+
+
+def image_metrics(real: np.ndarray, x: np.ndarray, brain: np.ndarray) -> dict:
+    k = 7 if min(real.shape) < 64 else 11
+    return {
+        "mae": mae(real, x, brain),
+        "psnr": psnr(real, x, 1.0, brain),
+        "ssim": ssim(real, x, 1.0, brain, kernel_size=k),
+    }
+
+
+def proxy_surfaces(
+    image: np.ndarray, regions: dict[str, np.ndarray], aff: np.ndarray, seed: int
+) -> tuple[dict[tuple[str, str], Surface], dict[str, str]]:
+    """White and pial surfaces per hemisphere of ``image`` by the proxy segmentation (module
+    docstring), and the reasons for any that could not be made."""
+    region = regions["lh"] | regions["rh"]
+    values = image[region].astype(np.float64)
+    gmm, order = fit_tissue_gmm(values, seed)
+    rank = np.empty(3, dtype=np.int64)
+    rank[order] = np.arange(3)  # component -> 0 CSF, 1 GM, 2 WM
+    cls = np.full(image.shape, -1, dtype=np.int64)
+    cls[region] = rank[gmm.predict(values[:, None])]
+    out: dict[tuple[str, str], Surface] = {}
+    failed: dict[str, str] = {}
+    for h, reg in regions.items():
+        for kind, mask in (("white", cls == 2), ("pial", cls >= 1)):
+            try:
+                out[h, kind] = mask_surface(mask & reg, aff)[0]
+            except (InputError, ValueError, RuntimeError) as e:
+                failed[f"{h}.{kind}"] = str(e)
+    return out, failed
+
+
+def surface_metrics(
+    extracted: dict[tuple[str, str], Surface],
+    given: dict[tuple[str, str], Surface],
+    samples_per_mm2: float,
+) -> dict:
+    """ASSD/HD95 (mm) per surface and their lh/rh means per kind (NaN where one is missing)."""
+    row: dict[str, float] = {}
+    for h, kind in SURFACES:
+        if (h, kind) in extracted:
+            d = surface_distances(extracted[h, kind], given[h, kind], samples_per_mm2)
+            row[f"assd_{h}_{kind}"], row[f"hd95_{h}_{kind}"] = d["assd"], d["hd95"]
+        else:
+            row[f"assd_{h}_{kind}"] = row[f"hd95_{h}_{kind}"] = float("nan")
+    for kind in ("white", "pial"):
+        for m in ("assd", "hd95"):
+            row[f"{m}_{kind}"] = float(np.mean([row[f"{m}_{h}_{kind}"] for h in ("lh", "rh")]))
+    return row
+
+
+def proxy_row(image, grid, given, args) -> dict:
+    try:
+        extracted, failed = proxy_surfaces(image, grid["regions"], grid["affine"], args.seed)
+    except ValueError as e:  # e.g. too few voxels for the mixture
+        extracted, failed = {}, {"all": str(e)}
+    row = surface_metrics(extracted, given, args.samples_per_mm2)
+    row["proxy_failures"] = "; ".join(f"{k}: {v}" for k, v in failed.items()) or None
+    return row
+
+
+# --- summary ------------------------------------------------------------------------------------
+
+
+def summarise(rows: list[dict], names: list[str]) -> dict:
+    out = {}
+    for name in [*names, "real"]:
+        mine = [r for r in rows if r["run"] == name]
+        block = {}
+        for key in (*IMAGE_KEYS, *SURFACE_KEYS, "seconds"):
+            v = np.array([r.get(key) for r in mine if r.get(key) is not None], dtype=np.float64)
+            v = v[np.isfinite(v)]
+            if len(v):
+                q1, med, q3 = np.percentile(v, [25, 50, 75])
+                block[key] = {"median": float(med), "q1": float(q1), "q3": float(q3), "n": len(v)}
+        out[name] = block
+    return out
+
+
+def print_table(summary: dict) -> None:
+    cols = ("mae", "psnr", "ssim", "assd_white", "assd_pial", "hd95_white", "hd95_pial")
+    print(f"{'run (medians)':<16}" + "".join(f"{c:>12}" for c in cols))
+    for name, block in summary.items():
+        cells = [f"{block[c]['median']:12.4f}" if c in block else f"{'-':>12}" for c in cols]
+        print(f"{name:<16}" + "".join(cells))
+
+
+# --- pycortex S1 --------------------------------------------------------------------------------
+
+
+def s1_montage(s1: Path, runs: dict, out: Path, args, device) -> Path:
+    """Each run's scan of S1's real surfaces (``sample``, S1's world space) beside S1's T1w."""
+    t1 = sorted((s1 / "anat").glob("*_T1w.nii*")) if (s1 / "anat").is_dir() else []
+    t1 = t1 or sorted(s1.glob("*_T1w.nii*"))
+    if not t1:
+        raise InputError(s1, "no *_T1w.nii(.gz) in the S1 folder or its anat/")
+    vols, titles = [], []
+    ref: Volume | None = None
+    for name, run in runs.items():
+        path = sample(run, s1, out / name, n=1, steps=args.steps, seed=args.seed,
+                      device=device, overwrite=True)[0]  # fmt: skip
+        vol = read_volume(path)
+        if ref is None:
+            real = read_volume(t1[0])
+            ref = resample_to_grid(real, vol.affine, vol.shape)
+            vols.append(ref.data / max(float(np.percentile(real.data, 99.5)), 1e-6))
+            titles.append("S1 real T1w (resampled, not skull-stripped)")
+        else:
+            vol = resample_to_grid(vol, ref.affine, ref.shape)
+        vols.append(vol.data)
+        titles.append(f"{name} (from S1's surfaces)")
+    return montage(vols, out / "montage.png", titles, 1.0)
+
+
+# --- main ---------------------------------------------------------------------------------------
+
+
+def parse_runs(items: list[str]) -> dict[str, Path]:
+    runs = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise SystemExit(f"--runs takes NAME=RUN, got {item!r}")
+        if name == "real" or name in runs:
+            raise SystemExit(f"run name {name!r} is reserved or repeated")
+        runs[name] = Path(path)
+    return runs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--runs", nargs="+", required=True, help="NAME=RUN ... (first: its surfaces)")
+    ap.add_argument("--cache", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("-n", type=int, default=16, help="test subjects (at most)")
+    ap.add_argument("--steps", type=int, default=None, help="network evaluations (run's default)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--margin", type=float, default=6.0, help="proxy region: mm outside the pial")
+    ap.add_argument("--samples-per-mm2", type=float, default=1.0, help="ASSD quadrature density")
+    ap.add_argument("--s1", type=Path, default=None, help="pycortex S1 folder (anat/, surf/)")
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args()
+
+    runs = parse_runs(args.runs)
+    device = resolve_device(args.device)
+    models = {name: load_model(run, device) for name, run in runs.items()}
+    first = next(iter(runs.values()))
+    shape0 = tuple(int(s) for s in read_cache_info(args.cache)["shape"])
+    rows_in = [
+        r
+        for r in read_cache_manifest(args.cache, "test")
+        if r.get("labels") and (first / SHAPES / r["subject"]).is_dir()
+    ][: args.n]
+    if not rows_in:
+        raise SystemExit(f"no test subject of {args.cache} has surfaces in {first / SHAPES}")
+    for sub in ("volumes", "montages"):
+        (args.out / sub).mkdir(parents=True, exist_ok=True)
+
+    rows: list[dict] = []
+    for i, r in enumerate(rows_in):
+        subj = Subject(args.cache, r, first / SHAPES / r["subject"])
+        floors: dict[int, dict] = {}
+        shown, titles = [], []
+        for name, (cfg, model, meta) in models.items():
+            d = cfg.data.downsample
+            grid = subj.grid(d, args.margin)
+            shape = tuple(s // d for s in shape0)
+            if [int(s) for s in meta["grid"]["shape"]] != list(shape):
+                raise SystemExit(f"{runs[name]} trained on {meta['grid']['shape']}, not {shape}")
+            if d not in floors:  # the proxy on the real scan: the floor
+                t0 = time.perf_counter()
+                floors[d] = {"subject": subj.sid, "run": "real", "downsample": d,
+                             **{k: None for k in IMAGE_KEYS},
+                             **proxy_row(grid["real"], grid, subj.surfaces, args),
+                             "seconds": None, "eval_seconds": time.perf_counter() - t0}  # fmt: skip
+                rows.append(floors[d])
+                write_volume(Volume(grid["real"], grid["affine"]),
+                             args.out / "volumes" / f"{subj.sid}_real_d{d}_T1w.nii.gz")  # fmt: skip
+                shown.append(grid["real"])
+                titles.append(f"{subj.sid} real ({d}x pooled)")
+            ch = run_channels(runs[name], cfg, subj, shape, grid["affine"])
+            padded = tuple(int(s) for s in meta["grid"]["padded"])
+            x = pad_channels(torch.from_numpy(ch), padded)[None].to(device)
+            t0 = time.perf_counter()
+            g = torch.Generator().manual_seed(args.seed)
+            img = generate(model, cfg, x, steps=args.steps, generator=g)
+            vol = crop_to(img, shape)[0, 0].float().cpu().numpy()
+            seconds = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            row = {"subject": subj.sid, "run": name, "downsample": d,
+                   **image_metrics(grid["real"], vol, grid["brain"]),
+                   **proxy_row(vol, grid, subj.surfaces, args),
+                   "seconds": seconds, "eval_seconds": None}  # fmt: skip
+            row["eval_seconds"] = time.perf_counter() - t0
+            rows.append(row)
+            write_volume(Volume(vol, grid["affine"]),
+                         args.out / "volumes" / f"{subj.sid}_{name}_T1w.nii.gz")  # fmt: skip
+            shown.append(vol)
+            titles.append(f"{name}: PSNR {row['psnr']:.1f} SSIM {row['ssim']:.3f}")
+        montage(shown, args.out / "montages" / f"{subj.sid}.png", titles, 1.0)
+        print(f"[{i + 1}/{len(rows_in)}] {subj.sid}: "
+              + ", ".join(f"{rw['run']} ASSD pial {rw['assd_pial']:.2f}" for rw in rows
+                          if rw["subject"] == subj.sid))  # fmt: skip
+        write_tsv_atomic(args.out / "subjects.tsv", rows)
+
+    summary = {
+        "runs": {
+            name: {
+                "path": str(runs[name]),
+                "kind": cfg.model.kind,
+                "channels": cfg.data.channels,
+                "downsample": cfg.data.downsample,
+                "step": read_meta(runs[name]).get("step"),
+                "network_evaluations": 1
+                if cfg.model.kind == "regression"
+                else (args.steps if args.steps is not None else cfg.sample.steps),
+            }
+            for name, (cfg, _, _) in models.items()
+        },
+        "cache": str(args.cache),
+        "subjects": [r["subject"] for r in rows_in],
+        "settings": {
+            "seed": args.seed,
+            "data_range": 1.0,
+            "mask": "label map > 0, average-pooled, >= 0.5",
+            "ssim": "Gaussian window 7 (side < 64) else 11, sigma 1.5, valid centres in the mask",
+            "proxy": f"3-class GMM within {args.margin} mm outside the input pial, per hemisphere "
+            "(nearer pial); white = WM, pial = GM + WM; geometry.extract.mask_surface",
+            "surface_distances": f"exact, area-weighted, {args.samples_per_mm2}/mm^2",
+        },
+        "medians": summarise(rows, list(runs)),
+    }
+    if args.s1 is not None:
+        summary["s1_montage"] = str(s1_montage(args.s1, runs, args.out / "s1", args, device))
+    write_text_atomic(args.out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    print_table(summary["medians"])
+    print(f"rows: {args.out / 'subjects.tsv'}; summary: {args.out / 'summary.json'}")
+
+
+if __name__ == "__main__":
+    main()
