@@ -208,3 +208,32 @@ def test_a_run_without_its_template_is_refused(deform_run, tmp_path):
     shutil.copytree(deform_run / "fields", bare / "fields")
     with pytest.raises(InputError, match="no template"):
         deform.sample(bare, tmp_path / "o", n=1)
+
+
+def test_subjects_brought_back_through_the_inverse_map_match_the_template():
+    from brainsynth.methods.deform.refine import to_template_space
+
+    g = torch.Generator().manual_seed(0)
+    template = torch.rand(1, 1, 12, 14, 12, generator=g, dtype=torch.float64)
+    # subject(p) = template(p + (1, -2, 0)): what a translation velocity (1, -2, 0) registers
+    subject = torch.roll(template, shifts=(-1, 2, 0), dims=(2, 3, 4))
+    labels = (template * 5).floor().long()
+    sub_labels = torch.roll(labels, shifts=(-1, 2, 0), dims=(2, 3, 4))
+    img, lab = to_template_space(_Shift([1.0, -2.0, 0.0]), template, subject, sub_labels, batch=1)
+    inner = (slice(None), slice(None), slice(2, -2), slice(3, -3), slice(None))
+    torch.testing.assert_close(img[inner], template[inner], atol=1e-9, rtol=0)
+    assert torch.equal(lab[inner], labels[inner])
+    # a zero velocity leaves the subject as it is
+    same, _ = to_template_space(_Shift([0.0, 0.0, 0.0]), template, subject, batch=1)
+    torch.testing.assert_close(same, subject, atol=1e-12, rtol=0)
+
+
+def test_fields_stage_writes_the_sharp_template_and_sampling_uses_it(deform_run):
+    from brainsynth.methods.deform.refine import load_sharp_template
+
+    sharp = load_sharp_template(deform_run)
+    assert sharp is not None
+    t1, dseg = sharp
+    assert dseg is not None and t1.shape == dseg.shape == (8, 10, 8)
+    affine_t1, _ = deform.load_template(deform_run)
+    np.testing.assert_array_equal(t1.affine, affine_t1.affine)

@@ -1,5 +1,6 @@
 """New anatomies: velocity fields sampled from the fields model, integrated, and applied to the
-template's T1w (linear) and label map (nearest). Each sample comes with its labels.
+template's T1w (linear) and label map (nearest): the sharp template (``refine.py``) when the run
+has one, else the affine template. Each sample comes with its labels.
 
 Written per sample: ``sample_###_T1w.nii.gz`` (cache units, [0, 1]), ``sample_###_dseg.nii.gz``
 (the template's labels), ``sample_###_field.nii.gz`` (the displacement, (X, Y, Z, 3) in world mm,
@@ -22,6 +23,7 @@ from brainsynth.errors import InputError
 from brainsynth.io import Volume, write_text_atomic, write_tsv_atomic, write_volume
 from brainsynth.io.outdir import claim_output_dir
 from brainsynth.methods.deform.networks import fields_process, load_network
+from brainsynth.methods.deform.refine import load_sharp_template
 from brainsynth.methods.deform.template import load_template
 from brainsynth.methods.ldm.data import crop_to, padded_shape
 from brainsynth.registration.svf import integrate, jacobian_determinant, warp
@@ -59,7 +61,8 @@ def sample(
     if n < 1:
         raise InputError(None, f"the number of volumes must be at least 1, got {n}")
     cfg, model, meta = load_network(ckpt, "fields", device)
-    template, labels = load_template(ckpt)
+    # the sharp template (refine.py) when the run has one, else the affine template
+    template, labels = load_sharp_template(ckpt) or load_template(ckpt)
     out = claim_output_dir(out, OWNED, overwrite=overwrite)
     process = fields_process(cfg)
     steps = cfg.sample.steps if steps is None else steps

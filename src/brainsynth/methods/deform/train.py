@@ -6,7 +6,9 @@ denoising loss on the subject and the registration loss (``registration.diffusem
 
 ``fields``: the trained registration's velocity field of every training subject (and of its
 mirror), average-pooled by ``fields.downsample`` and divided by their global std, cached in
-``RUN/fields/velocities.pt``; then an unconditional Gaussian diffusion model of them.
+``RUN/fields/velocities.pt``; the sharp template (``refine.py``: the subjects brought back through
+the inverse maps and averaged), which generated scans warp; then an unconditional Gaussian
+diffusion model of the fields.
 
 Run layout: ``RUN/template/``, ``RUN/register/`` and ``RUN/fields/`` (each a trainer run)."""
 
@@ -34,6 +36,7 @@ from brainsynth.methods.deform.networks import (
     load_network,
     register_process,
 )
+from brainsynth.methods.deform.refine import load_sharp_template, sharp_template
 from brainsynth.methods.deform.template import FOLDER, Aligned, build_template, load_template
 from brainsynth.methods.ldm.data import mirror_lr, pad_to, padded_shape
 from brainsynth.registration.diffusemorph import DiffuseMorph
@@ -158,6 +161,8 @@ def train_fields(cfg: DeformConfig, data: Path, out: Path, device, resume: bool)
             tmp,
         )
         tmp.replace(cache_path)
+    if load_sharp_template(out) is None:
+        sharp_template(out, device)
     saved = torch.load(cache_path, weights_only=True)
     seed_everything(cfg.train_fields.seed)
     run_cfg = {**_run_config(cfg, data, "fields"), "field_std": saved["std"]}
