@@ -16,3 +16,8 @@ class InputError(BrainsynthError):
         self.path = None if path is None else str(path)
         self.problem = problem
         super().__init__(problem if path is None else f"{path}: {problem}")
+
+    def at(self, path: str | Path) -> InputError:
+        """This error naming ``path`` when it names no file yet (a check deep in the library
+        that saw only arrays), else itself."""
+        return InputError(path, self.problem) if self.path is None else self

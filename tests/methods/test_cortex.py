@@ -86,7 +86,8 @@ def test_grid_affine_puts_the_pial_centre_at_the_training_centre():
     tri = np.array([[0, 1, 2], [0, 2, 3], [0, 3, 1], [1, 3, 2]])
     v = np.array([[10.0, 20, 30], [14, 20, 30], [10, 26, 30], [10, 20, 38]])
     surfaces = {("lh", "pial"): Surface(v, tri)}
-    aff = grid_affine(surfaces, {"spacing": 4.0, "cortex_centre": [5.0, 6.0, 7.0]})
+    grid = {"spacing": 4.0, "cortex_centre": [5.0, 6.0, 7.0], "shape": [16, 14, 14]}
+    aff = grid_affine(surfaces, grid)
     np.testing.assert_allclose(aff @ [5, 6, 7, 1], [12, 23, 34, 1])
     np.testing.assert_allclose(np.diag(aff)[:3], 4.0)
 
@@ -250,3 +251,68 @@ def test_cpu_variant_configs_differ_from_the_bridge_only_in_what_they_test():
         assert cfg.data.downsample == base.data.downsample and cfg.data.clip_mm == base.data.clip_mm
         assert cfg.sample.steps == base.sample.steps  # the same 10 network evaluations
     assert load("gpu").data.downsample == 1
+
+
+def test_cli_train_sample_atrophy_surfaces(cortex_cache, tmp_path):
+    from typer.testing import CliRunner
+
+    from brainsynth.cli.main import app
+
+    runner = CliRunner()
+    run = tmp_path / "run"
+    r = runner.invoke(app, ["train", "cortex", "--data", str(cortex_cache), "--out", str(run),
+                            "--config", str(CORTEX_TINY), "--set", "train.steps=2"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    folder = next(p for p in (run / "shapes").iterdir() if p.is_dir())
+    r = runner.invoke(app, ["sample", "cortex", "--ckpt", str(run), "--surfaces", str(folder),
+                            "--out", str(tmp_path / "s"), "-n", "1", "--steps", "2"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert len(list((tmp_path / "s").glob("*_T1w.nii.gz"))) == 1
+    r = runner.invoke(app, ["atrophy", "--ckpt", str(run), "--surfaces", str(folder), "--mm",
+                            "0.5", "--out", str(tmp_path / "a"), "--steps", "2"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "a" / "after_T1w.nii.gz").is_file()
+    lab = cortex_cache / "subjects" / f"{folder.name}_dseg.nii.gz"
+    r = runner.invoke(app, ["surfaces", "--labels", str(lab), "--out", str(tmp_path / "surf")])
+    assert r.exit_code == 0, r.output
+    assert len(list((tmp_path / "surf").glob("*.surf.gii"))) == 4
+
+
+def test_bad_surfaces_and_label_maps_are_clear_errors(cortex_run, tmp_path):
+    import shutil
+
+    from brainsynth.errors import InputError
+    from brainsynth.geometry.extract import surfaces_from_labels
+    from brainsynth.io import Surface, read_surface, write_surface
+    from brainsynth.methods import cortex
+
+    folder = next(p for p in (cortex_run / "shapes").iterdir() if p.is_dir())
+    # a hemisphere missing
+    missing = tmp_path / "missing"
+    shutil.copytree(folder, missing)
+    next(missing.glob("*hemi-R_pial.surf.gii")).unlink()
+    with pytest.raises(InputError, match="missing surface.*rh.pial"):
+        cortex.sample(cortex_run, missing, tmp_path / "o1")
+    # an open mesh: one face removed
+    open_ = tmp_path / "open"
+    shutil.copytree(folder, open_)
+    p = next(open_.glob("*hemi-L_white.surf.gii"))
+    s = read_surface(p)
+    write_surface(Surface(s.vertices, s.faces[1:]), p)
+    with pytest.raises(InputError, match="open mesh") as e:
+        cortex.sample(cortex_run, open_, tmp_path / "o2")
+    assert "hemi-L_white" in str(e.value)
+    # surfaces in metres * 1000 (far larger than any brain): refused, naming the folder
+    big = tmp_path / "big"
+    shutil.copytree(folder, big)
+    for q in big.glob("*.surf.gii"):
+        s = read_surface(q)
+        write_surface(Surface(s.vertices * 1000, s.faces), q)
+    with pytest.raises(InputError, match="more than the model's grid") as e:
+        cortex.sample(cortex_run, big, tmp_path / "o3")
+    assert "big" in str(e.value)
+    # a label map without cortex labels
+    lab = np.zeros((20, 20, 20), np.int64)
+    lab[4:9, 5:15, 5:15], lab[11:16, 5:15, 5:15] = 2, 41
+    with pytest.raises(InputError, match="no cortex label"):
+        surfaces_from_labels(lab, np.eye(4))

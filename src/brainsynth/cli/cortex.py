@@ -102,11 +102,15 @@ def surfaces_cmd(
 
     import numpy as np
 
+    from brainsynth.errors import InputError
     from brainsynth.geometry.extract import surfaces_from_labels, write_surfaces
     from brainsynth.io import read_volume
 
     lab = read_volume(existing(labels, "label map"), dtype=None)
-    surfaces, reports = surfaces_from_labels(lab.data.astype(np.int64), lab.affine)
+    try:
+        surfaces, reports = surfaces_from_labels(lab.data.astype(np.int64), lab.affine)
+    except InputError as e:
+        raise e.at(labels) from e
     paths = write_surfaces(surfaces, out, reports=reports)
     for (h, k), r in reports.items():
         typer.echo(f"{h}.{k}: {json.dumps(r.as_dict())}")

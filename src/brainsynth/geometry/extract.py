@@ -1026,6 +1026,8 @@ def surfaces_from_labels(
         mw, mp = masks[h]["white"], masks[h]["pial"]
         if not mw.any():
             raise InputError(None, f"{h}: no cerebral white matter label in the label map")
+        if not (mp & ~mw).any():
+            raise InputError(None, f"{h}: no cortex label in the label map")
         lo, hi = _bbox(mp, margin=2)
         box = tuple(slice(a, b) for a, b in zip(lo, hi))
         aff = np.asarray(affine, dtype=np.float64).copy()

@@ -22,7 +22,7 @@ from brainsynth.io import Volume, write_text_atomic, write_volume
 from brainsynth.io.outdir import claim_output_dir
 from brainsynth.methods.cortex.data import channels_from_surfaces, pad_channels
 from brainsynth.methods.cortex.networks import load_model
-from brainsynth.methods.cortex.sample import Surfaces, generate, grid_affine, read_surfaces
+from brainsynth.methods.cortex.sample import Surfaces, generate, placed
 from brainsynth.methods.ldm.data import crop_to
 from brainsynth.viz import montage
 
@@ -63,12 +63,11 @@ def atrophy_pair(
     grid = meta.get("grid")
     if not isinstance(grid, dict):
         raise InputError(ckpt, "not a cortex run: its config has no grid")
-    surf = read_surfaces(surfaces) if isinstance(surfaces, (str, Path)) else surfaces
+    surf, aff = placed(surfaces, grid)
     out = claim_output_dir(out, OWNED, overwrite=overwrite)
     after, change = atrophied(surf, mm)
     shape = tuple(int(s) for s in grid["shape"])
     padded = tuple(int(s) for s in grid["padded"])
-    aff = grid_affine(surf, grid)
     vols = []
     for s in (surf, after):
         ch = channels_from_surfaces(s, shape, aff, cfg.data.clip_mm)

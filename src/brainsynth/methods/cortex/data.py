@@ -107,7 +107,7 @@ def _one(args: tuple[Path, dict, Path, CortexConfig]) -> tuple[str, str | None]:
             np.savez(fh, channels=ch.astype(np.float16), affine=aff)
         return sid, None
     except InputError as e:
-        return sid, str(e)
+        return sid, str(e.at(cache / row["labels"]))
     except Exception as e:  # noqa: BLE001 - a batch job reports every failure and goes on
         return sid, f"{cache / row['labels']}: unexpected {type(e).__name__}: {e}"
 

@@ -20,7 +20,7 @@ import torch
 from brainsynth.config import dump_yaml, to_dict
 from brainsynth.diffusion.base import Cond
 from brainsynth.errors import InputError
-from brainsynth.geometry.extract import find_surfaces
+from brainsynth.geometry.extract import find_surfaces, is_closed
 from brainsynth.io import Surface, Volume, read_surface, write_text_atomic, write_volume
 from brainsynth.io.atomic import write_tsv_atomic
 from brainsynth.io.outdir import claim_output_dir
@@ -48,8 +48,18 @@ Surfaces = dict[tuple[str, str], Surface]
 
 
 def read_surfaces(folder: str | Path) -> Surfaces:
-    """The four surfaces (lh/rh x pial/white) of a folder (``geometry.extract.find_surfaces``)."""
-    return {key: read_surface(p) for key, p in find_surfaces(folder).items()}
+    """The four surfaces (lh/rh x pial/white) of a folder (``geometry.extract.find_surfaces``);
+    an open mesh (the signed distance needs closed ones) is an InputError naming its file."""
+    out = {}
+    for key, p in find_surfaces(folder).items():
+        surf = read_surface(p)
+        watertight, _ = is_closed(surf.faces)
+        if not watertight:
+            raise InputError(
+                p, "open mesh: some edges bound one face only (a closed surface is needed)"
+            )
+        out[key] = surf
+    return out
 
 
 def grid_affine(surfaces: Surfaces, grid: dict) -> np.ndarray:
@@ -61,9 +71,28 @@ def grid_affine(surfaces: Surfaces, grid: dict) -> np.ndarray:
     v = np.concatenate(pial)
     centre = (v.min(0) + v.max(0)) / 2
     sp = float(grid["spacing"])
+    extent, room = v.max(0) - v.min(0), sp * np.asarray(grid["shape"], dtype=np.float64)
+    if (extent > room).any():
+        raise InputError(
+            None,
+            f"the pial surfaces span {np.round(extent, 1).tolist()} mm, more than the model's grid "
+            f"({np.round(room, 1).tolist()} mm): surfaces in other units than mm, or not a brain?",
+        )
     aff = np.diag([sp, sp, sp, 1.0])
     aff[:3, 3] = centre - sp * np.asarray(grid["cortex_centre"], dtype=np.float64)
     return aff
+
+
+def placed(surfaces: str | Path | Surfaces, grid: dict) -> tuple[Surfaces, np.ndarray]:
+    """(surfaces, the grid's affine) for a folder or ``{(hemi, kind): Surface}``; errors name
+    the folder."""
+    if not isinstance(surfaces, (str, Path)):
+        return surfaces, grid_affine(surfaces, grid)
+    surf = read_surfaces(surfaces)
+    try:
+        return surf, grid_affine(surf, grid)
+    except InputError as e:
+        raise e.at(surfaces) from e
 
 
 @torch.no_grad()
@@ -126,11 +155,10 @@ def sample(
     grid = meta.get("grid")
     if not isinstance(grid, dict):
         raise InputError(ckpt, "not a cortex run: its config has no grid")
-    surf = read_surfaces(surfaces) if isinstance(surfaces, (str, Path)) else surfaces
+    surf, aff = placed(surfaces, grid)
     out = claim_output_dir(out, OWNED, overwrite=overwrite)
     shape = tuple(int(s) for s in grid["shape"])
     padded = tuple(int(s) for s in grid["padded"])
-    aff = grid_affine(surf, grid)
     ch = channels_from_surfaces(surf, shape, aff, cfg.data.clip_mm)
     x = pad_channels(torch.from_numpy(ch), padded)[None].to(device)
     g = torch.Generator().manual_seed(seed)
