@@ -316,3 +316,18 @@ def test_bad_surfaces_and_label_maps_are_clear_errors(cortex_run, tmp_path):
     lab[4:9, 5:15, 5:15], lab[11:16, 5:15, 5:15] = 2, 41
     with pytest.raises(InputError, match="no cortex label"):
         surfaces_from_labels(lab, np.eye(4))
+
+
+def test_resume_of_a_run_stopped_before_its_first_checkpoint_starts_training(
+    cortex_run, cortex_cache, tmp_path
+):
+    import shutil
+
+    from brainsynth.methods import cortex
+    from brainsynth.training.checkpoint import read_meta
+
+    run = tmp_path / "run"
+    shutil.copytree(cortex_run / "shapes", run / "shapes")  # the extraction was done, no step
+    cfg = load_config(cortex.CortexConfig, CORTEX_TINY, ["train.steps=2"])
+    cortex.train(cfg, cortex_cache, run, "cpu", resume=True)
+    assert read_meta(run)["step"] == 2

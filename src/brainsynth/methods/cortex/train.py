@@ -30,6 +30,7 @@ from brainsynth.methods.cortex.networks import (
     regression_input,
     spatial_multiple,
 )
+from brainsynth.training.checkpoint import has_checkpoint
 from brainsynth.training.distributed import seed_everything
 from brainsynth.training.losses import LossFn, diffusion_loss
 from brainsynth.training.trainer import Trainer, ValFn
@@ -138,7 +139,8 @@ def train(
         meta={"method": NAME},
     )
     trainer.val_fn = val_fn(cfg, val, trainer.device)
-    if resume:
+    # a run stopped during the shape extraction has no checkpoint yet: --resume starts its training
+    if resume and has_checkpoint(out):
         trainer.resume()
     trainer.fit()
     return out
