@@ -3,6 +3,7 @@ samples a volume in the given surfaces' world space; the grid helpers' geometry.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -331,3 +332,45 @@ def test_resume_of_a_run_stopped_before_its_first_checkpoint_starts_training(
     cfg = load_config(cortex.CortexConfig, CORTEX_TINY, ["train.steps=2"])
     cortex.train(cfg, cortex_cache, run, "cpu", resume=True)
     assert read_meta(run)["step"] == 2
+
+
+def test_shape_model_from_the_registration_fits_and_draws_corresponded_surfaces(
+    cortex_cache, tmp_path
+):
+    from typer.testing import CliRunner
+
+    from brainsynth.cli.main import app
+    from brainsynth.methods import deform
+    from brainsynth.methods.cortex.sample import read_surfaces
+
+    runner = CliRunner()
+    deform_run = tmp_path / "deform"
+    dcfg = load_config(deform.DeformConfig, REPO / "configs" / "deform_tiny.yaml")
+    deform.train(dcfg, cortex_cache, deform_run, "cpu", stage="register")
+
+    r = runner.invoke(app, ["shape-model", "fit", "--deform", str(deform_run),
+                            "--out", str(tmp_path / "m")])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    codes = json.loads((tmp_path / "m" / "codes.json").read_text())
+    a, b = sorted(codes)[:2]
+    r = runner.invoke(app, ["shape-model", "sample", "--model", str(tmp_path / "m"), "--out",
+                            str(tmp_path / "s"), "--slerp", a, b, "--phi", "0"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    mid = read_surfaces(tmp_path / "s" / "shape_000")
+    tmpl = read_surfaces(tmp_path / "m" / "template")
+    for key, s in mid.items():  # the same mesh (faces) as the template: vertex-corresponded
+        assert np.array_equal(s.faces, tmpl[key].faces)
+    # phi = 0 is subject a itself (the slerp's identities are tested in tests/geometry; two
+    # training subjects here give one component, with opposite codes)
+    from brainsynth.geometry.shape_model import load_shape_model
+
+    model = load_shape_model(tmp_path / "m" / "shape_model.safetensors")
+    z = model.encode({f"{h}_{k}": s for (h, k), s in mid.items()})
+    np.testing.assert_allclose(z, codes[a], atol=1e-4)
+    r = runner.invoke(app, ["shape-model", "sample", "--model", str(tmp_path / "m"), "--out",
+                            str(tmp_path / "d"), "-n", "2"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert len(list((tmp_path / "d").iterdir())) == 2
+    r = runner.invoke(app, ["shape-model", "sample", "--model", str(tmp_path / "m"), "--out",
+                            str(tmp_path / "e"), "--slerp", "nobody", b])  # fmt: skip
+    assert r.exit_code != 0 and "unknown subject" in str(r.exception)

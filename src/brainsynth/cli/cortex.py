@@ -117,6 +117,44 @@ def surfaces_cmd(
     typer.echo(f"{len(paths)} surfaces in {out}")
 
 
+shape_app = typer.Typer(
+    help="The cortex shape model: fit it, draw new surfaces.", no_args_is_help=True
+)
+
+
+@shape_app.command("fit")
+def shape_fit(
+    deform: Path = typer.Option(..., "--deform", help="trained deform run (the correspondence)"),
+    out: Path = typer.Option(..., "--out", help="model folder"),
+    components: int = typer.Option(None, "-k", help="components to keep (default: all)"),
+    device: str = DEVICE,
+) -> None:
+    """PCA of the training subjects' cortical surfaces, corresponded through the deform run's
+    registration of its template."""
+    from brainsynth.methods.cortex.shapes import fit
+
+    model = fit(existing(deform, "deform run"), out, components, device=resolve_device(device))
+    ratio = float(model.explained_variance_ratio.sum())
+    typer.echo(f"{model.n_components} components ({ratio:.1%} of the variance) in {out}")
+
+
+@shape_app.command("sample")
+def shape_sample(
+    model: Path = typer.Option(..., "--model", help="model folder from `shape-model fit`"),
+    out: Path = typer.Option(..., "--out", help="folder for shape_###/ surface folders"),
+    n: int = typer.Option(1, "-n", help="draws from the model's prior"),
+    slerp: tuple[str, str] | None = typer.Option(None, "--slerp", help="two training subjects"),
+    phi: float = typer.Option(0.5, "--phi", help="slerp position in [0, 1]"),
+    seed: int = SEED,
+) -> None:
+    """New cortical surfaces: draws from the model, or the slerp between two subjects' codes."""
+    from brainsynth.methods.cortex.shapes import new_shapes
+
+    pair = None if not slerp or slerp[0] is None else (slerp[0], slerp[1])
+    folders = new_shapes(existing(model, "shape model"), out, n=n, pair=pair, phi=phi, seed=seed)
+    typer.echo(f"{len(folders)} surface folder(s) in {out} (use with `sample cortex --surfaces`)")
+
+
 def register(app: typer.Typer) -> None:
     from brainsynth.cli.sample import sample_app
     from brainsynth.cli.train import train_app
@@ -125,3 +163,4 @@ def register(app: typer.Typer) -> None:
     sample_app.command("cortex")(sample_cortex)
     app.command("atrophy")(atrophy_cmd)
     app.command("surfaces")(surfaces_cmd)
+    app.add_typer(shape_app, name="shape-model")
