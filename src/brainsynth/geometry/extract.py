@@ -86,7 +86,6 @@ those or FreeSurfer's ``lh.white``/``rh.pial`` in a folder or its ``surf/`` subf
 
 from __future__ import annotations
 
-import itertools
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -95,16 +94,39 @@ from typing import Literal
 
 import numpy as np
 from scipy import ndimage as ndi
-from scipy import sparse
-from scipy.sparse.csgraph import connected_components
-from scipy.spatial import cKDTree
 
 from brainsynth.data import labels as lab
-from brainsynth.data.phantom_surfaces import adjacency, vertex_normals
 from brainsynth.errors import InputError
 from brainsynth.evaluation import anatomy as an
 from brainsynth.evaluation import overlap as ov
-from brainsynth.evaluation.surface import distances_to_mesh, mesh_area, signed_volume
+from brainsynth.evaluation.surface import mesh_area, signed_volume
+from brainsynth.geometry.crossing import (
+    crossing_fraction,
+    inside,
+    longest_edge,
+    points_near,
+    separate_hemispheres,
+    separate_surfaces,
+    winding_numbers,
+)
+from brainsynth.geometry.mesh import (
+    euler_characteristic,
+    genus,
+    is_closed,
+    largest_mesh_component,
+    marching_cubes_surface,
+    mesh_components,
+    subdivide_mesh,
+    taubin_smooth,
+)
+from brainsynth.geometry.topology import (
+    RepairInfo,
+    digital_genus,
+    grow_topological,
+    mask_bbox,
+    repair_topology,
+    simple_points,
+)
 from brainsynth.io import Surface, write_surface, write_text_atomic
 from brainsynth.io.surface import surface_key
 
@@ -155,8 +177,6 @@ WHITE = {"freesurfer": FS_WHITE, "dlmuse": DLMUSE_WHITE}
 MIDLINE_WHITE = {"freesurfer": FS_MIDLINE_WHITE, "dlmuse": DLMUSE_MIDLINE_WHITE}
 CORTEX = {"freesurfer": FS_CORTEX, "dlmuse": DLMUSE_CORTEX}
 
-MC_LEVEL = 0.4  # module docstring, step 3
-
 
 def hemisphere_masks(
     labels: np.ndarray, scheme: str | None = None, affine: np.ndarray | None = None
@@ -196,658 +216,12 @@ def _split_midline(
             world = idx @ np.asarray(affine)[:3, :3].T + np.asarray(affine)[:3, 3]
             out[tuple(idx.T)] = world[:, 0] < 0
         return out
-    lo, hi = _bbox(mid | lateral, margin=0)
+    lo, hi = mask_bbox(mid | lateral, margin=0)
     box = tuple(slice(a, b) for a, b in zip(lo, hi))
     near = ndi.distance_transform_edt(~lateral[box], return_distances=False, return_indices=True)
     goes_left = left[box][tuple(near)]
     out[box] = mid[box] & goes_left
     return out
-
-
-# --- small helpers -----------------------------------------------------------------------------
-
-
-def _bbox(mask: np.ndarray, margin: int) -> tuple[np.ndarray, np.ndarray]:
-    idx = np.argwhere(mask)
-    lo = np.maximum(idx.min(axis=0) - margin, 0)
-    hi = np.minimum(idx.max(axis=0) + 1 + margin, mask.shape)
-    return lo, hi
-
-
-def digital_genus(mask: np.ndarray) -> int:
-    """Genus of a mask with one 26-component and no cavity, from its (26, 6) Euler number
-    (chi = 1 - g): the number of handles."""
-    from skimage.measure import euler_number
-
-    m = np.pad(np.asarray(mask, dtype=bool), 1)
-    return int(1 - euler_number(m, connectivity=3))
-
-
-# --- simple points ((26, 6) adjacency) ---------------------------------------------------------
-
-_OFFSETS = np.array(list(itertools.product((-1, 0, 1), repeat=3)))  # (27, 3); index 13 = centre
-_CENTRE = 13
-_NB = np.array([i for i in range(27) if i != _CENTRE])  # the 26 neighbours
-
-
-def _cube_cells() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Membership (cells, 27) of the neighbours touching each vertex (8), edge (12) and face (6)
-    of the centre voxel's cube: a cell of the cube is in K when one of its members is in X."""
-
-    def members(keep) -> list[int]:
-        return [i for i, o in enumerate(_OFFSETS) if i != _CENTRE and keep(o)]
-
-    verts = [
-        members(lambda o, s=s: all(o[k] in (0, s[k]) for k in range(3)))
-        for s in itertools.product((-1, 1), repeat=3)
-    ]
-    edges = []
-    for axis in range(3):
-        a, b = (k for k in range(3) if k != axis)
-        for s in itertools.product((-1, 1), repeat=2):
-            edges.append(
-                members(
-                    lambda o, axis=axis, a=a, b=b, s=s: (
-                        o[axis] == 0 and o[a] in (0, s[0]) and o[b] in (0, s[1])
-                    )
-                )
-            )
-    faces = [[i] for i, o in enumerate(_OFFSETS) if np.abs(o).sum() == 1]
-
-    def table(groups: list[list[int]]) -> np.ndarray:
-        t = np.zeros((len(groups), 27), dtype=np.float32)
-        for r, g in enumerate(groups):
-            t[r, g] = 1.0
-        return t
-
-    return table(verts), table(edges), table(faces)
-
-
-_V_CELLS, _E_CELLS, _F_CELLS = _cube_cells()
-_ADJ26 = (np.abs(_OFFSETS[_NB][:, None, :] - _OFFSETS[_NB][None, :, :]).max(axis=2) == 1).astype(
-    np.float32
-)  # 26-adjacency among the 26 neighbours (26, 26)
-
-
-def simple_points(neighbourhoods: np.ndarray) -> np.ndarray:
-    """Which voxels are (26, 6)-simple for their set X: ``neighbourhoods`` (n, 27) boolean, the
-    3x3x3 blocks of X flattened in C order (the centre, index 13, is ignored). Simple = adding (or
-    removing) the centre leaves X's topology unchanged (module docstring)."""
-    nb = np.asarray(neighbourhoods, dtype=bool).reshape(-1, 27).copy()
-    nb[:, _CENTRE] = False
-    f = nb.astype(np.float32)
-    chi = (
-        ((f @ _V_CELLS.T) > 0).sum(axis=1)
-        - ((f @ _E_CELLS.T) > 0).sum(axis=1)
-        + ((f @ _F_CELLS.T) > 0).sum(axis=1)
-    )
-    out = chi == 1
-    rows = np.flatnonzero(out)
-    if rows.size:
-        sub = nb[rows][:, _NB]
-        reach = np.zeros_like(sub)
-        reach[np.arange(len(rows)), sub.argmax(axis=1)] = True
-        reach &= sub
-        for _ in range(26):
-            grown = sub & (reach | ((reach.astype(np.float32) @ _ADJ26) > 0))
-            if np.array_equal(grown, reach):
-                break
-            reach = grown
-        out[rows] = (reach == sub).all(axis=1)
-    return out
-
-
-def grow_topological(
-    allowed: np.ndarray, start: np.ndarray, priority: np.ndarray, step: float = 0.5
-) -> np.ndarray:
-    """Grow ``start`` (a topological ball, (26, 6)) inside ``allowed`` by simple points only,
-    highest ``priority`` first (in levels ``step`` apart): the largest ball-like subset of
-    ``allowed`` this order reaches. All arrays (X, Y, Z); ``start`` must lie inside ``allowed``."""
-    a = np.pad(np.asarray(allowed, dtype=bool), 1)
-    x = np.pad(np.asarray(start, dtype=bool), 1).ravel()
-    shape = a.shape
-    af = a.ravel()
-    lev = np.floor(np.pad(np.asarray(priority, dtype=np.float64), 1).ravel() / step).astype(
-        np.int64
-    )
-    strides = np.array([shape[1] * shape[2], shape[2], 1])
-    off = _OFFSETS @ strides
-    off_nb = off[_NB]
-
-    def subfield(idx: np.ndarray) -> np.ndarray:
-        i, r = np.divmod(idx, strides[0])
-        j, k = np.divmod(r, strides[1])
-        return (i % 3) * 9 + (j % 3) * 3 + (k % 3)
-
-    front = ndi.binary_dilation(x.reshape(shape), structure=np.ones((3, 3, 3), bool)).ravel()
-    pending = np.flatnonzero(front & af & ~x)
-    in_pending = np.zeros(af.size, dtype=bool)
-    in_pending[pending] = True
-    dirty = np.zeros(af.size, dtype=bool)  # a neighbour changed since the last test
-    dirty[pending] = True
-    if not af.any():
-        return x.reshape(shape)[1:-1, 1:-1, 1:-1]
-    top = int(lev[af].max())
-    bottom = int(lev[af].min())
-    for level in range(top, bottom - 1, -1):
-        while True:
-            act = pending[dirty[pending] & (lev[pending] >= level)]
-            if act.size == 0:
-                break
-            dirty[act] = False
-            sf = subfield(act)
-            order = np.argsort(sf, kind="stable")
-            act, sf = act[order], sf[order]
-            bounds = np.searchsorted(sf, np.arange(28))
-            for s in range(27):
-                cand = act[bounds[s] : bounds[s + 1]]
-                if cand.size == 0:
-                    continue
-                ok = simple_points(x[cand[:, None] + off[None, :]])
-                new = cand[ok]
-                if new.size == 0:
-                    continue
-                x[new] = True
-                nbrs = np.unique((new[:, None] + off_nb[None, :]).ravel())
-                dirty[nbrs] = True
-                fresh = nbrs[af[nbrs] & ~x[nbrs] & ~in_pending[nbrs]]
-                in_pending[fresh] = True
-                pending = np.concatenate([pending, fresh])
-            pending = pending[~x[pending]]
-    return x.reshape(shape)[1:-1, 1:-1, 1:-1]
-
-
-@dataclass
-class RepairInfo:
-    """What ``repair_topology`` did to a mask (voxel counts)."""
-
-    voxels_in: int
-    dropped_components_voxels: int  # outside the largest 26-connected component
-    filled_holes_voxels: int
-    closing_voxels: int
-    genus_before: int  # digital (26, 6) genus after largest component + hole filling
-    genus_after: int
-    removed_voxels: int  # left out by the topology-preserving growth (cut handles)
-
-
-def repair_topology(
-    mask: np.ndarray,
-    start: np.ndarray | None = None,
-    closing: int = 0,
-    step: float = 0.5,
-    spacing: np.ndarray | tuple[float, ...] | None = None,
-) -> tuple[np.ndarray, RepairInfo]:
-    """A genus-0, single-component, cavity-free version of ``mask`` (module docstring, step 2).
-
-    ``start``: a repaired (ball-like) mask inside ``mask`` to grow from (the white mask when
-    repairing the pial one; it is added to ``mask``); default the deepest voxel. ``closing``: a
-    morphological closing of that many voxels first (fills narrow gaps, which removes some handles
-    but also bridges narrow sulci; off by default). ``spacing``: voxel size for the depth map.
-    """
-    m = np.asarray(mask, dtype=bool)
-    n_in = int(m.sum())
-    if start is not None:
-        m = m | start
-    if not m.any():
-        raise InputError(None, "empty mask: nothing to extract a surface from")
-    closed = 0
-    if closing > 0:
-        ball = ndi.generate_binary_structure(3, 1)
-        c = ndi.binary_closing(np.pad(m, closing + 1), structure=ball, iterations=closing)
-        c = c[(slice(closing + 1, -closing - 1),) * 3]
-        closed = int((c & ~m).sum())
-        m = c
-    big = an.largest_component(m)
-    dropped = int(m.sum() - big.sum())
-    if start is not None and not big[start].all():
-        big |= start  # cannot happen when start is connected and inside mask
-    filled = ndi.binary_fill_holes(big)
-    n_fill = int(filled.sum() - big.sum())
-    g0 = digital_genus(filled)
-    info = RepairInfo(n_in, dropped, n_fill, closed, g0, g0, 0)
-    if g0 == 0:
-        return filled, info
-    depth = ndi.distance_transform_edt(filled, sampling=spacing)
-    if spacing is not None:
-        depth = depth / float(np.min(spacing))  # levels in voxels
-    if start is None:
-        seed = np.zeros_like(filled)
-        seed[np.unravel_index(int(np.argmax(depth)), depth.shape)] = True
-    else:
-        seed = np.asarray(start, dtype=bool)
-    grown = grow_topological(filled, seed, depth, step=step)
-    info.removed_voxels = int(filled.sum() - grown.sum())
-    info.genus_after = digital_genus(grown)
-    return grown, info
-
-
-# --- meshes ------------------------------------------------------------------------------------
-
-
-def _edges(faces: np.ndarray) -> np.ndarray:
-    return np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
-
-
-def mesh_components(faces: np.ndarray, n_vertices: int) -> tuple[int, np.ndarray]:
-    """Connected components of the mesh's edge graph: (count, label per vertex). Unreferenced
-    vertices count as components of their own."""
-    e = _edges(np.asarray(faces))
-    g = sparse.coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n_vertices, n_vertices))
-    n, labels = connected_components(g, directed=False)
-    return int(n), labels
-
-
-def euler_characteristic(faces: np.ndarray, n_vertices: int) -> int:
-    """V - E + F of the mesh (V: referenced vertices, E: distinct undirected edges)."""
-    f = np.asarray(faces)
-    e = np.sort(_edges(f), axis=1)
-    n_e = len(np.unique(e[:, 0] * np.int64(n_vertices) + e[:, 1]))
-    n_v = len(np.unique(f))
-    return int(n_v - n_e + len(f))
-
-
-def genus(faces: np.ndarray, n_vertices: int) -> int:
-    """Total genus of a closed orientable mesh: ``(2 C - (V - E + F)) / 2`` over its C connected
-    components (0 for spheres, 1 per handle). Meaningless for open meshes (see ``is_closed``)."""
-    f = np.asarray(faces)
-    used = np.unique(f)
-    remap = np.full(n_vertices, -1, dtype=np.int64)
-    remap[used] = np.arange(len(used))
-    ff = remap[f]
-    c, _ = mesh_components(ff, len(used))
-    return (2 * c - euler_characteristic(ff, len(used))) // 2
-
-
-def is_closed(faces: np.ndarray) -> tuple[bool, bool]:
-    """(watertight, consistently oriented): every undirected edge bounds exactly two faces, and
-    every directed edge occurs once (neighbouring faces traverse their shared edge oppositely)."""
-    d = _edges(np.asarray(faces, dtype=np.int64))
-    n = int(d.max()) + 1
-    undirected = np.unique(np.sort(d, axis=1) @ np.array([n, 1]), return_counts=True)[1]
-    directed = np.unique(d @ np.array([n, 1]), return_counts=True)[1]
-    watertight = bool((undirected == 2).all())
-    return watertight, bool(watertight and (directed == 1).all())
-
-
-def _compact(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    used = np.unique(faces)
-    remap = np.full(len(vertices), -1, dtype=np.int64)
-    remap[used] = np.arange(len(used))
-    return vertices[used], remap[faces]
-
-
-def largest_mesh_component(surface: Surface) -> tuple[Surface, int]:
-    """The connected piece with the most faces, and how many pieces were dropped."""
-    n, lbl = mesh_components(surface.faces, surface.n_vertices)
-    if n <= 1:
-        return surface, 0
-    face_lbl = lbl[surface.faces[:, 0]]
-    sizes = np.bincount(face_lbl, minlength=n)
-    best = int(np.argmax(sizes))
-    v, f = _compact(surface.vertices, surface.faces[face_lbl == best])
-    return Surface(v, f, dict(surface.meta)), int((sizes > 0).sum() - 1)
-
-
-def marching_cubes_surface(
-    mask: np.ndarray, affine: np.ndarray, subdivide: int = 0, level: float = MC_LEVEL
-) -> Surface:
-    """Closed, outward-oriented surface of a binary mask (X, Y, Z) in world mm (module docstring,
-    step 3): marching cubes at ``level`` on the cropped, zero-padded mask, vertices moved to the
-    midpoints of their grid edges, then ``subdivide`` rounds of 1-to-4 midpoint subdivision."""
-    from skimage.measure import marching_cubes
-
-    m = np.asarray(mask, dtype=bool)
-    if not m.any():
-        raise InputError(None, "empty mask: nothing to extract a surface from")
-    lo, hi = _bbox(m, margin=0)
-    crop = np.pad(m[tuple(slice(a, b) for a, b in zip(lo, hi))], 1).astype(np.float32)
-    verts, faces, _, _ = marching_cubes(crop, level=level, allow_degenerate=True)
-    vox = verts.astype(np.float64)
-    # a vertex on a grid edge has one non-integer coordinate: put it halfway along the edge
-    # (vertices the case tables put inside a cell, if any, have three and stay)
-    frac = vox - np.floor(vox)
-    off_grid = np.minimum(frac, 1 - frac) > 1e-6
-    on_edge = off_grid.sum(axis=1) == 1
-    snap = off_grid & on_edge[:, None]
-    vox[snap] = np.floor(vox[snap]) + 0.5
-    vox += lo - 1.0
-    aff = np.asarray(affine, dtype=np.float64)
-    v, f = _compact(vox @ aff[:3, :3].T + aff[:3, 3], faces.astype(np.int64))
-    for _ in range(subdivide):
-        v, f = subdivide_mesh(v, f)
-    if signed_volume(Surface(v, f)) < 0:
-        f = f[:, ::-1].copy()
-    return Surface(v, f)
-
-
-def subdivide_mesh(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """1-to-4 midpoint subdivision: a new vertex in the middle of each edge, each triangle split in
-    four (same shape, same topology, orientation kept)."""
-    v = np.asarray(vertices, dtype=np.float64)
-    f = np.asarray(faces, dtype=np.int64)
-    e = np.sort(_edges(f), axis=1)
-    uniq, inv = np.unique(e[:, 0] * np.int64(len(v)) + e[:, 1], return_inverse=True)
-    a, b = np.divmod(uniq, np.int64(len(v)))
-    mid = len(v) + inv.reshape(3, -1).T  # (M, 3): midpoints of edges 01, 12, 20
-    new_v = np.concatenate([v, 0.5 * (v[a] + v[b])])
-    m01, m12, m20 = mid[:, 0], mid[:, 1], mid[:, 2]
-    new_f = np.concatenate(
-        [
-            np.stack([f[:, 0], m01, m20], 1),
-            np.stack([m01, f[:, 1], m12], 1),
-            np.stack([m20, m12, f[:, 2]], 1),
-            np.stack([m01, m12, m20], 1),
-        ]
-    )
-    return new_v, new_f
-
-
-def taubin_smooth(
-    vertices: np.ndarray,
-    faces: np.ndarray,
-    iterations: int = 10,
-    lam: float = 0.5,
-    mu: float = -0.53,
-) -> np.ndarray:
-    """Taubin lambda/mu smoothing (Taubin 1995): per iteration ``x += lam (A x - x)`` then
-    ``x += mu (A x - x)`` with ``A`` the neighbour average; ``mu < -lam`` undoes the shrinkage of
-    the first step at low frequencies. Returns new vertices (N, 3)."""
-    if not mu < -lam < 0:
-        raise ValueError(f"Taubin smoothing needs mu < -lam < 0, got lam={lam}, mu={mu}")
-    x = np.asarray(vertices, dtype=np.float64).copy()
-    a = adjacency(np.asarray(faces), len(x))
-    for _ in range(iterations):
-        x += lam * (a @ x - x)
-        x += mu * (a @ x - x)
-    return x
-
-
-# --- inside test and crossing ------------------------------------------------------------------
-
-_SHEAR = (0.0137, 0.0241)  # a generic ray direction (module docstring)
-
-
-def winding_numbers(points: np.ndarray, surface: Surface, chunk: int = 20_000) -> np.ndarray:
-    """Winding number (int, (N,)) of ``surface`` (closed, outward-oriented) around each point
-    (N, 3): 1 inside, 0 outside (module docstring)."""
-    p = np.asarray(points, dtype=np.float64).reshape(-1, 3)
-    v, f = surface.vertices, surface.faces
-    sx, sy = _SHEAR
-    vx, vy, vz = v[:, 0] + sx * v[:, 2], v[:, 1] + sy * v[:, 2], v[:, 2]
-    px, py, pz = p[:, 0] + sx * p[:, 2], p[:, 1] + sy * p[:, 2], p[:, 2]
-    tx, ty = vx[f], vy[f]
-    area2 = (tx[:, 1] - tx[:, 0]) * (ty[:, 2] - ty[:, 0]) - (ty[:, 1] - ty[:, 0]) * (
-        tx[:, 2] - tx[:, 0]
-    )
-    keep = area2 != 0
-    f, tx, ty, area2 = f[keep], tx[keep], ty[keep], area2[keep]
-    out = np.zeros(len(p), dtype=np.int64)
-    if len(f) == 0 or len(p) == 0:
-        return out
-    # bucket triangles by the cells of a 2D grid their xy bounding boxes cover
-    span = np.concatenate([tx.max(1) - tx.min(1), ty.max(1) - ty.min(1)])
-    h = max(float(np.median(span)), 1e-6)
-    x0, y0 = float(tx.min()), float(ty.min())
-    ix0 = np.floor((tx.min(1) - x0) / h).astype(np.int64)
-    ix1 = np.floor((tx.max(1) - x0) / h).astype(np.int64)
-    iy0 = np.floor((ty.min(1) - y0) / h).astype(np.int64)
-    iy1 = np.floor((ty.max(1) - y0) / h).astype(np.int64)
-    nx, ny = int(ix1.max()) + 1, int(iy1.max()) + 1
-    pcx = np.floor((px - x0) / h).astype(np.int64)
-    pcy = np.floor((py - y0) / h).astype(np.int64)
-    valid = (pcx >= 0) & (pcy >= 0) & (pcx < nx) & (pcy < ny)
-    pkey = np.where(valid, pcx * ny + pcy, -1)
-    # only the triangles whose box holds a query point (a summed-area table of occupied cells):
-    # a local recheck of a few points then costs little
-    occ = np.zeros((nx + 1, ny + 1), dtype=np.int64)
-    np.add.at(occ, (pcx[valid] + 1, pcy[valid] + 1), 1)
-    occ = occ.cumsum(0).cumsum(1)
-    hits = occ[ix1 + 1, iy1 + 1] - occ[ix0, iy1 + 1] - occ[ix1 + 1, iy0] + occ[ix0, iy0]
-    rel = np.flatnonzero(hits > 0)
-    f, tx, ty, area2 = f[rel], tx[rel], ty[rel], area2[rel]
-    ix0, ix1, iy0, iy1 = ix0[rel], ix1[rel], iy0[rel], iy1[rel]
-    nx_t, ny_t = ix1 - ix0 + 1, iy1 - iy0 + 1
-    n_cells = nx_t * ny_t
-    tri = np.repeat(np.arange(len(f)), n_cells)
-    local = np.arange(len(tri)) - np.repeat(np.cumsum(n_cells) - n_cells, n_cells)
-    cx = ix0[tri] + local // ny_t[tri]
-    cy = iy0[tri] + local % ny_t[tri]
-    key = cx * ny + cy
-    order = np.argsort(key, kind="stable")
-    key, tri = key[order], tri[order]
-    zf = vz[f]
-    for start in range(0, len(p), chunk):
-        sl = slice(start, start + chunk)
-        lo = np.searchsorted(key, pkey[sl], side="left")
-        hi = np.searchsorted(key, pkey[sl], side="right")
-        cnt = np.where(pkey[sl] >= 0, hi - lo, 0)
-        if cnt.sum() == 0:
-            continue
-        q = np.repeat(np.arange(start, start + len(cnt)), cnt)
-        t = tri[np.repeat(lo, cnt) + np.arange(cnt.sum()) - np.repeat(np.cumsum(cnt) - cnt, cnt)]
-        qx, qy = px[q], py[q]
-        ax, ay = tx[t, 0], ty[t, 0]
-        bx, by = tx[t, 1], ty[t, 1]
-        cx_, cy_ = tx[t, 2], ty[t, 2]
-        w_c = (bx - ax) * (qy - ay) - (by - ay) * (qx - ax)  # opposite c: weight of c
-        w_a = (cx_ - bx) * (qy - by) - (cy_ - by) * (qx - bx)
-        w_b = (ax - cx_) * (qy - cy_) - (ay - cy_) * (qx - cx_)
-        s = np.sign(area2[t])
-        inside = (s * w_a > 0) & (s * w_b > 0) & (s * w_c > 0)
-        zhit = (w_a * zf[t, 0] + w_b * zf[t, 1] + w_c * zf[t, 2]) / area2[t]
-        hit = inside & (zhit > pz[q])
-        np.add.at(out, q[hit], s[hit].astype(np.int64))
-    return out
-
-
-def inside(points: np.ndarray, surface: Surface) -> np.ndarray:
-    """Boolean (N,): the points inside the closed surface (winding number > 0)."""
-    return winding_numbers(points, surface) > 0
-
-
-def crossing_fraction(inner: Surface, outer: Surface) -> float:
-    """Fraction of ``outer``'s vertices strictly inside ``inner`` (0 for nested surfaces; e.g. pial
-    vertices inside the white surface). Checked at vertices only."""
-    return float(inside(outer.vertices, inner).mean())
-
-
-def _longest_edge(surface: Surface) -> float:
-    v, f = surface.vertices, surface.faces
-    d = [v[f[:, k]] - v[f[:, (k + 1) % 3]] for k in range(3)]
-    return float(np.sqrt(max(np.einsum("ij,ij->i", x, x).max() for x in d)))
-
-
-def _wrong_side(
-    points: np.ndarray, other: Surface, want_inside: bool, eps: float, tree: cKDTree
-) -> np.ndarray:
-    """Boolean: the points on the wrong side of the closed surface ``other`` (outside it when
-    ``want_inside``, else inside it) or within ``eps`` of it."""
-    ins = inside(points, other)
-    bad = ~ins if want_inside else ins
-    if eps > 0 and len(points):
-        d_v, _ = tree.query(points)
-        # the surface is at least (distance to its nearest vertex - longest edge) away
-        near = np.flatnonzero(~bad & (d_v < eps + _longest_edge(other) / np.sqrt(3.0)))
-        if near.size:
-            bad[near[distances_to_mesh(points[near], other) < eps]] = True
-    return bad
-
-
-def _relax(x: np.ndarray, a: sparse.csr_matrix, moved: np.ndarray) -> np.ndarray:
-    """Two Laplacian steps on the moved vertices and their neighbours (spreads a push over its
-    1-ring instead of leaving a spike); returns the band of vertices that moved."""
-    band = moved | ((a @ moved.astype(np.float64)) > 0)
-    for _ in range(2):
-        x[band] += 0.5 * ((a @ x)[band] - x[band])
-    return band
-
-
-def _push(
-    x: np.ndarray,
-    bad: np.ndarray,
-    target: Surface,
-    tree: cKDTree,
-    offset: np.ndarray,
-) -> None:
-    """Move the ``bad`` vertices to their nearest ``target`` vertex + ``offset`` x its outward
-    normal (a negative offset goes inward)."""
-    _, j = tree.query(x[bad])
-    x[bad] = target.vertices[j] + offset[:, None] * vertex_normals(target.vertices, target.faces)[j]
-
-
-def _near(points: np.ndarray, targets: list[np.ndarray], radius: float) -> list[np.ndarray]:
-    """For each array of ``targets``: boolean, within ``radius`` of one of ``points``."""
-    if len(points) == 0:
-        return [np.zeros(len(t), dtype=bool) for t in targets]
-    tree = cKDTree(points)
-    return [np.isfinite(tree.query(t, distance_upper_bound=radius)[0]) for t in targets]
-
-
-def separate_surfaces(
-    white: Surface,
-    pial: Surface,
-    eps_mm: float = 0.1,
-    rounds: int = 6,
-    check_white: np.ndarray | None = None,
-    check_pial: np.ndarray | None = None,
-    full_check: bool = True,
-) -> tuple[Surface, Surface, dict]:
-    """Move vertices so that every pial vertex is outside the white surface and every white vertex
-    inside the pial one, by at least ``eps_mm`` (module docstring, step 5).
-
-    Each round checks the vertices that may have changed side (all at first, then those near a
-    vertex moved in the round before), pulls the white vertices outside (or within ``eps_mm`` of)
-    the pial surface in to ``2 eps_mm`` inside the nearest pial vertex (doubling that offset for a
-    vertex that needs a second pull), then pushes the pial vertices inside the white surface out
-    likewise, and relaxes the moved vertices with their neighbours (not in the last round). White
-    goes first so that where the two masks coincide (the medial wall, cortex missing from the
-    labels) the white surface moves in and the pial surface stays on the mask's boundary, as
-    FreeSurfer's pial and white coincide on the medial wall: the two hemispheres' pial surfaces
-    then meet at the midline without overlapping. Returns the new (white, pial)
-    and ``pial_moved``, ``white_moved`` (vertices moved), ``pial_inside_white``,
-    ``white_outside_pial`` (fractions of vertices on the wrong side after the fix, full check) and
-    ``rounds``. ``check_white``/``check_pial`` (boolean per vertex): check only those in the first
-    round (after a local change); default all. ``full_check=False`` skips the final check (the
-    two fractions are then NaN)."""
-    wv, pv = white.vertices.copy(), pial.vertices.copy()
-    wf, pf = white.faces, pial.faces
-    aw, ap = adjacency(wf, len(wv)), adjacency(pf, len(pv))
-    p_push = np.zeros(len(pv), dtype=np.int64)  # times pushed, for the escalating offset
-    w_push = np.zeros(len(wv), dtype=np.int64)
-    p_moved = np.zeros(len(pv), dtype=bool)
-    w_moved = np.zeros(len(wv), dtype=bool)
-    check_p = np.ones(len(pv), dtype=bool) if check_pial is None else check_pial.copy()
-    check_w = np.ones(len(wv), dtype=bool) if check_white is None else check_white.copy()
-    reach = max(_longest_edge(white), _longest_edge(pial))
-    done = 0
-    for r in range(rounds):
-        last = r == rounds - 1
-        p_old, w_old = pv.copy(), wv.copy()
-        p_surf = Surface(pv, pf)
-        idx = np.flatnonzero(check_w)
-        bad_w = np.zeros(len(wv), dtype=bool)
-        bad_w[idx] = _wrong_side(wv[idx], p_surf, True, eps_mm, cKDTree(pv))
-        if bad_w.any():
-            off = -2.0 * eps_mm * 2.0 ** np.minimum(w_push[bad_w], 6)
-            _push(wv, bad_w, p_surf, cKDTree(pv), off)
-            w_push[bad_w] += 1
-            if not last:
-                _relax(wv, aw, bad_w)
-        w_surf = Surface(wv, wf)
-        idx = np.flatnonzero(check_p)
-        bad_p = np.zeros(len(pv), dtype=bool)
-        bad_p[idx] = _wrong_side(pv[idx], w_surf, False, eps_mm, cKDTree(wv))
-        if bad_p.any():
-            off = 2.0 * eps_mm * 2.0 ** np.minimum(p_push[bad_p], 6)
-            _push(pv, bad_p, w_surf, cKDTree(wv), off)
-            p_push[bad_p] += 1
-            if not last:
-                _relax(pv, ap, bad_p)
-        done = r + 1
-        ch_p = np.any(pv != p_old, axis=1)
-        ch_w = np.any(wv != w_old, axis=1)
-        p_moved |= ch_p
-        w_moved |= ch_w
-        if not ch_p.any() and not ch_w.any():
-            break
-        # a vertex can only change side where a moved vertex's triangles swept past it
-        pts = np.concatenate([pv[ch_p], p_old[ch_p], wv[ch_w], w_old[ch_w]])
-        shift = max(
-            float(np.linalg.norm(pv - p_old, axis=1).max()),
-            float(np.linalg.norm(wv - w_old, axis=1).max()),
-        )
-        check_p, check_w = _near(pts, [pv, wv], 2 * reach + shift + 2 * eps_mm)
-    new_w, new_p = Surface(wv, wf, dict(white.meta)), Surface(pv, pf, dict(pial.meta))
-    stats = {
-        "pial_moved": int(p_moved.sum()),
-        "white_moved": int(w_moved.sum()),
-        "pial_inside_white": crossing_fraction(new_w, new_p) if full_check else float("nan"),
-        "white_outside_pial": float((~inside(wv, new_p)).mean()) if full_check else float("nan"),
-        "rounds": done,
-    }
-    return new_w, new_p, stats
-
-
-def separate_hemispheres(
-    lh: Surface,
-    rh: Surface,
-    eps_mm: float = 0.1,
-    rounds: int = 3,
-    check_lh: np.ndarray | None = None,
-    check_rh: np.ndarray | None = None,
-    full_check: bool = True,
-) -> tuple[Surface, Surface, dict]:
-    """Move the vertices of the left pial surface that lie inside the right one (or within
-    ``eps_mm`` of it) out to ``2 eps_mm`` beyond the nearest right vertex, then the right ones
-    against the moved left surface, for a few rounds (checking, relaxing and escalating as
-    ``separate_surfaces`` does). Smoothing can push the medial faces of two hemispheres that touch
-    in the label map a little across each other (Taubin's inflation step). Returns the new
-    (lh, rh) and ``lh_moved``, ``rh_moved`` (boolean per vertex), ``lh_inside_rh``,
-    ``rh_inside_lh`` (fractions after, full check). ``check_lh``, ``check_rh``, ``full_check``: as
-    in ``separate_surfaces``."""
-    verts = {"lh": lh.vertices.copy(), "rh": rh.vertices.copy()}
-    faces = {"lh": lh.faces, "rh": rh.faces}
-    adj = {h: adjacency(faces[h], len(verts[h])) for h in verts}
-    pushes = {h: np.zeros(len(verts[h]), dtype=np.int64) for h in verts}
-    moved = {h: np.zeros(len(verts[h]), dtype=bool) for h in verts}
-    given = {"lh": check_lh, "rh": check_rh}
-    check = {
-        h: np.ones(len(verts[h]), dtype=bool) if c is None else c.copy() for h, c in given.items()
-    }
-    reach = max(_longest_edge(lh), _longest_edge(rh))
-    for r in range(rounds):
-        old = {h: verts[h].copy() for h in verts}
-        for h, o in (("lh", "rh"), ("rh", "lh")):
-            other = Surface(verts[o], faces[o])
-            tree = cKDTree(verts[o])
-            idx = np.flatnonzero(check[h])
-            bad = np.zeros(len(verts[h]), dtype=bool)
-            bad[idx] = _wrong_side(verts[h][idx], other, False, eps_mm, tree)
-            if bad.any():
-                off = 2.0 * eps_mm * 2.0 ** np.minimum(pushes[h][bad], 6)
-                _push(verts[h], bad, other, tree, off)
-                pushes[h][bad] += 1
-                if r < rounds - 1:
-                    _relax(verts[h], adj[h], bad)
-        changed = {h: np.any(verts[h] != old[h], axis=1) for h in verts}
-        for h in verts:
-            moved[h] |= changed[h]
-        if not any(c.any() for c in changed.values()):
-            break
-        pts = np.concatenate([a[changed[h]] for h in verts for a in (verts[h], old[h])])
-        shift = max(float(np.linalg.norm(verts[h] - old[h], axis=1).max()) for h in verts)
-        check["lh"], check["rh"] = _near(
-            pts, [verts["lh"], verts["rh"]], 2 * reach + shift + 2 * eps_mm
-        )
-    new_l = Surface(verts["lh"], faces["lh"], dict(lh.meta))
-    new_r = Surface(verts["rh"], faces["rh"], dict(rh.meta))
-    stats = {
-        "lh_moved": moved["lh"],
-        "rh_moved": moved["rh"],
-        "lh_inside_rh": crossing_fraction(new_r, new_l) if full_check else float("nan"),
-        "rh_inside_lh": crossing_fraction(new_l, new_r) if full_check else float("nan"),
-    }
-    return new_l, new_r, stats
 
 
 # --- reports and the pipeline ------------------------------------------------------------------
@@ -1028,7 +402,7 @@ def surfaces_from_labels(
             raise InputError(None, f"{h}: no cerebral white matter label in the label map")
         if not (mp & ~mw).any():
             raise InputError(None, f"{h}: no cortex label in the label map")
-        lo, hi = _bbox(mp, margin=2)
+        lo, hi = mask_bbox(mp, margin=2)
         box = tuple(slice(a, b) for a, b in zip(lo, hi))
         aff = np.asarray(affine, dtype=np.float64).copy()
         aff[:3, 3] = aff[:3, :3] @ lo + aff[:3, 3]
@@ -1073,9 +447,9 @@ def surfaces_from_labels(
                 # recheck white/pial where the pial surface moved
                 white = surfaces[h, "white"]
                 shift = float(np.linalg.norm(p_new.vertices - before[h], axis=1).max())
-                radius = 2 * max(_longest_edge(white), _longest_edge(p_new)) + shift + 2 * eps_mm
+                radius = 2 * max(longest_edge(white), longest_edge(p_new)) + shift + 2 * eps_mm
                 pts = np.concatenate([p_new.vertices[changed], before[h][changed]])
-                (near_w,) = _near(pts, [white.vertices], radius)
+                (near_w,) = points_near(pts, [white.vertices], radius)
                 w2, p2, _ = separate_surfaces(
                     white,
                     p_new,
@@ -1095,12 +469,12 @@ def surfaces_from_labels(
                     for a in (surfaces[h, "pial"].vertices, before[h])
                 ]
             )
-            radius = 2 * max(_longest_edge(surfaces[h, "pial"]) for h in HEMIS) + 4 * eps_mm
+            radius = 2 * max(longest_edge(surfaces[h, "pial"]) for h in HEMIS) + 4 * eps_mm
             radius += max(
                 float(np.linalg.norm(surfaces[h, "pial"].vertices - before[h], axis=1).max())
                 for h in HEMIS
             )
-            near_l, near_r = _near(
+            near_l, near_r = points_near(
                 pts, [surfaces["lh", "pial"].vertices, surfaces["rh", "pial"].vertices], radius
             )
             check = {"lh": near_l, "rh": near_r}
