@@ -20,7 +20,6 @@ import math
 import os
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -46,6 +45,7 @@ from brainsynth.data.labels import (
     label_volumes,
     resolve_scheme,
 )
+from brainsynth.data.parallel import run_tasks
 from brainsynth.data.preprocess import preprocess_subject
 from brainsynth.errors import InputError
 from brainsynth.io import Volume, read_volume, write_bytes_atomic, write_text_atomic
@@ -277,16 +277,8 @@ def _worker(args: tuple[Subject, Path, PrepareOptions]) -> tuple[str, dict | Non
 
 
 def _run(tasks: list, jobs: int) -> Iterator[tuple[str, dict | None, str | None]]:
-    if jobs <= 1 or len(tasks) <= 1:
-        yield from map(_worker, tasks)
-        return
-    with ProcessPoolExecutor(max_workers=min(jobs, len(tasks))) as pool:
-        futures = {pool.submit(_worker, t): t[0].id for t in tasks}
-        for fut in as_completed(futures):
-            try:
-                yield fut.result()
-            except Exception as e:  # noqa: BLE001 - e.g. a worker killed for memory
-                yield futures[fut], None, f"worker failed: {type(e).__name__}: {e}"
+    for task, result, exc in run_tasks(_worker, tasks, jobs):
+        yield result if exc is None else (task[0].id, None, f"worker failed: {exc}")
 
 
 def prepare_cache(

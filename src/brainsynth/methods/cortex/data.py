@@ -18,8 +18,6 @@ one place train, sample and atrophy choose them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +27,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from brainsynth.data.cache import read_cache_manifest
+from brainsynth.data.parallel import run_tasks
 from brainsynth.errors import InputError
 from brainsynth.geometry.channels import shape_channels, stack_channels
 from brainsynth.geometry.extract import surfaces_from_labels, write_surfaces
@@ -112,19 +111,6 @@ def _one(args: tuple[Path, dict, Path, CortexConfig]) -> tuple[str, str | None]:
         return sid, f"{cache / row['labels']}: unexpected {type(e).__name__}: {e}"
 
 
-def _run(tasks: list, jobs: int) -> Iterator[tuple[str, str | None]]:
-    if jobs <= 1 or len(tasks) <= 1:
-        yield from map(_one, tasks)
-        return
-    with ProcessPoolExecutor(max_workers=min(jobs, len(tasks))) as pool:
-        futures = {pool.submit(_one, t): t[1]["subject"] for t in tasks}
-        for fut in as_completed(futures):
-            try:
-                yield fut.result()
-            except Exception as e:  # noqa: BLE001 - e.g. a worker killed for memory
-                yield futures[fut], f"worker failed: {type(e).__name__}: {e}"
-
-
 def build_shapes(
     cache: str | Path, run: str | Path, cfg: CortexConfig, jobs: int = 1, progress: bool = True
 ) -> dict[str, str]:
@@ -138,7 +124,8 @@ def build_shapes(
     todo = [(cache, r, run, cfg) for r in rows if not _shape_path(run, r["subject"]).is_file()]
     failures: dict[str, str] = {}
     bar = tqdm(total=len(todo), desc="surfaces", unit="subject", disable=not progress)
-    for sid, err in _run(todo, jobs):
+    for task, result, exc in run_tasks(_one, todo, jobs):
+        sid, err = result if exc is None else (task[1]["subject"], f"worker failed: {exc}")
         if err is not None:
             failures[sid] = err
             tqdm.write(f"skipped {sid}: {err}")
