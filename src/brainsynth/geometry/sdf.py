@@ -279,6 +279,23 @@ class _Frames:
         self.y_min = np.where(degenerate, np.inf, 0.0).astype(f32)
 
 
+def _edge_distance2(
+    x: np.ndarray, y: np.ndarray, ex: np.ndarray, ey: np.ndarray, inv_len2: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Squared in-plane distance of points (x, y) to the edge from the origin to (ex, ey) (with
+    ``inv_len2`` = 1 / its squared length), and the clamped edge parameter t of the nearest point."""
+    t = x * ex
+    t += y * ey
+    t *= inv_len2
+    np.clip(t, 0, 1, out=t)
+    r = x - t * ex
+    r *= r
+    s = y - t * ey
+    s *= s
+    r += s
+    return r, t
+
+
 def _frame_distance2(
     x: np.ndarray,
     y: np.ndarray,
@@ -300,29 +317,13 @@ def _frame_distance2(
     d2 *= d2
     d2 += y * y
     # edge AC
-    t_ac = x * cx
-    t_ac += y * cy
-    t_ac *= inv_ac2
-    np.clip(t_ac, 0, 1, out=t_ac)
-    r = x - t_ac * cx
-    r *= r
-    s = y - t_ac * cy
-    s *= s
-    r += s
+    r, t_ac = _edge_distance2(x, y, cx, cy, inv_ac2)
     if closest:
         which_ac = r < d2
     np.minimum(d2, r, out=d2)
     # edge BC
     xb = x - bx
-    t_bc = xb * bcx
-    t_bc += y * cy
-    t_bc *= inv_bc2
-    np.clip(t_bc, 0, 1, out=t_bc)
-    r = xb - t_bc * bcx
-    r *= r
-    s = y - t_bc * cy
-    s *= s
-    r += s
+    r, t_bc = _edge_distance2(xb, y, bcx, cy, inv_bc2)
     if closest:
         which_bc = r < d2
     np.minimum(d2, r, out=d2)
