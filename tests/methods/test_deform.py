@@ -223,6 +223,12 @@ def test_subjects_brought_back_through_the_inverse_map_match_the_template():
     inner = (slice(None), slice(None), slice(2, -2), slice(3, -3), slice(None))
     torch.testing.assert_close(img[inner], template[inner], atol=1e-9, rtol=0)
     assert torch.equal(lab[inner], labels[inner])
+    # velocities computed beforehand (the fields stage has them) give the same result
+    v = _Shift([1.0, -2.0, 0.0]).velocity(template, subject)
+    img2, lab2 = to_template_space(
+        _Shift([1.0, -2.0, 0.0]), template, subject, sub_labels, batch=1, velocities=v
+    )
+    assert torch.equal(img2, img) and torch.equal(lab2, lab)
     # a zero velocity leaves the subject as it is
     same, _ = to_template_space(_Shift([0.0, 0.0, 0.0]), template, subject, batch=1)
     torch.testing.assert_close(same, subject, atol=1e-12, rtol=0)

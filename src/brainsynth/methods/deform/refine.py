@@ -41,14 +41,19 @@ def to_template_space(
     images: Tensor,
     labels: Tensor | None = None,
     batch: int = 4,
+    velocities: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """Subjects ``images`` (N, 1, *S) (cache units) and ``labels`` (N, 1, *S) warped into the
-    space of ``template`` (1, 1, *S) (cache units) through the inverse of each registration."""
+    space of ``template`` (1, 1, *S) (cache units) through the inverse of each registration;
+    ``velocities`` (N, 3, *S): the registrations' velocities when already computed."""
     t = template * SCALE + OFFSET
     out_img, out_lab = [], []
     for i in range(0, len(images), batch):
         f = images[i : i + batch]
-        v = model.velocity(t.expand_as(f), f * SCALE + OFFSET)
+        if velocities is None:
+            v = model.velocity(t.expand_as(f), f * SCALE + OFFSET)
+        else:
+            v = velocities[i : i + batch].to(f)
         u_inv = model.displacement(-v)  # exp(-v) = exp(v)^-1
         out_img.append(warp(f, u_inv))
         if labels is not None:
@@ -58,10 +63,16 @@ def to_template_space(
 
 
 def sharp_template(
-    run: str | Path, device: torch.device | str = "cpu"
+    run: str | Path,
+    device: torch.device | str = "cpu",
+    model: DiffuseMorph | None = None,
+    velocities: Tensor | None = None,
 ) -> tuple[Volume, Volume | None]:
-    """Build and write the sharp template of a run whose registration is trained (module notes)."""
-    _, model, _ = load_network(run, "register", device)
+    """Build and write the sharp template of a run whose registration is trained (module notes).
+    ``model``: the run's loaded registration; ``velocities`` (N, 3, *S): its velocities of the
+    aligned training subjects (in their order), when the caller has them already."""
+    if model is None:
+        model = load_network(run, "register", device)[1]
     template, _ = load_template(run)
     found = find_in_run(run, Path(FOLDER) / "aligned_train.pt")
     if found is None:
@@ -69,7 +80,13 @@ def sharp_template(
     aligned = Aligned.load(found)
     t = torch.from_numpy(template.data)[None, None].float().to(device)
     labels = aligned.labels.to(device) if aligned.labels is not None else None
-    imgs, labs = to_template_space(model, t, aligned.images.to(device), labels)  # type: ignore[arg-type]
+    imgs, labs = to_template_space(
+        model,
+        t,
+        aligned.images.to(device),
+        labels,
+        velocities=velocities,  # type: ignore[arg-type]
+    )
     mean = imgs.mean(0)[0].cpu().numpy().astype(np.float32)
     sharp = write_volume(Volume(mean, template.affine), found.parent / SHARP_T1W)
     dseg = None

@@ -151,6 +151,8 @@ def train_fields(cfg: DeformConfig, data: Path, out: Path, device, resume: bool)
         x = torch.stack([images[i]["image"] for i in range(len(images))]).to(device)
         t = (torch.from_numpy(template.data)[None, None] * SCALE + OFFSET).to(device)
         v = velocities(reg, t, x).cpu()
+        if load_sharp_template(out) is None:  # the originals' velocities come first in ``x``
+            sharp_template(out, device, reg, v[: len(aligned.ids)].to(device))
         pooled = pool_fields(v, cfg.fields.downsample, fields_multiple(cfg))
         std = float(pooled.std())
         if not std > 0 or not torch.isfinite(pooled).all():
@@ -161,7 +163,7 @@ def train_fields(cfg: DeformConfig, data: Path, out: Path, device, resume: bool)
             tmp,
         )
         tmp.replace(cache_path)
-    if load_sharp_template(out) is None:
+    if load_sharp_template(out) is None:  # a run whose velocities were cached before
         sharp_template(out, device)
     saved = torch.load(cache_path, weights_only=True)
     seed_everything(cfg.train_fields.seed)
