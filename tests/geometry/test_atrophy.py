@@ -3,11 +3,12 @@ region, never below the minimum thickness, without flipping faces; real surfaces
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy.spatial import ConvexHull
 
 from brainsynth.geometry.atrophy import (
     atrophy,
@@ -18,22 +19,11 @@ from brainsynth.geometry.atrophy import (
 from brainsynth.geometry.mesh_checks import self_intersections
 from brainsynth.io import Surface, read_surface
 
+sys.path.insert(0, str(Path(__file__).parent))
+
+from mesh_helpers import unit_sphere  # noqa: E402
+
 R_WHITE, R_PIAL = 20.0, 23.0
-
-
-def unit_sphere(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Fibonacci points on the unit sphere and their convex hull's faces, oriented outward."""
-    i = np.arange(n) + 0.5
-    polar, azimuth = np.arccos(1 - 2 * i / n), np.pi * (1 + 5**0.5) * i
-    u = np.stack(
-        [np.sin(polar) * np.cos(azimuth), np.sin(polar) * np.sin(azimuth), np.cos(polar)], axis=1
-    )
-    faces = ConvexHull(u).simplices
-    tri = u[faces]
-    normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    inward = np.einsum("ij,ij->i", normal, tri.mean(axis=1)) < 0
-    faces[inward] = faces[inward][:, ::-1]
-    return u, faces
 
 
 U, FACES = unit_sphere(500)

@@ -3,9 +3,11 @@ the per-vertex variance where linear interpolation halves it, decoded meshes sta
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
-from scipy.spatial import ConvexHull
 from scipy.spatial.transform import Rotation
 
 from brainsynth.errors import InputError
@@ -18,26 +20,15 @@ from brainsynth.geometry.shape_model import (
 )
 from brainsynth.io import Surface
 
+sys.path.insert(0, str(Path(__file__).parent))
+
+from mesh_helpers import unit_sphere  # noqa: E402
+
 N_VERTS = 400
 RADII = {"lh_pial": 30.0, "lh_white": 26.0}
 MODE_RMS_MM = np.array([2.0, 1.5, 1.0, 0.7])  # per-vertex rms displacement of the 4 true modes
 NOISE_MM = 1e-3
 N_SUBJECTS = 40
-
-
-def unit_sphere(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Fibonacci points on the unit sphere and their convex hull's faces, oriented outward."""
-    i = np.arange(n) + 0.5
-    polar, azimuth = np.arccos(1 - 2 * i / n), np.pi * (1 + 5**0.5) * i
-    u = np.stack(
-        [np.sin(polar) * np.cos(azimuth), np.sin(polar) * np.sin(azimuth), np.cos(polar)], axis=1
-    )
-    faces = ConvexHull(u).simplices
-    tri = u[faces]
-    normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    inward = np.einsum("ij,ij->i", normal, tri.mean(axis=1)) < 0
-    faces[inward] = faces[inward][:, ::-1]
-    return u, faces
 
 
 U, FACES = unit_sphere(N_VERTS)
