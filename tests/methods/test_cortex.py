@@ -274,9 +274,42 @@ def test_cli_train_sample_atrophy_surfaces(cortex_cache, tmp_path):
     assert r.exit_code == 0, r.output
     assert (tmp_path / "a" / "after_T1w.nii.gz").is_file()
     lab = cortex_cache / "subjects" / f"{folder.name}_dseg.nii.gz"
+    _check_regional_atrophy_cli(runner, app, run, folder, lab, tmp_path / "region")
     r = runner.invoke(app, ["surfaces", "--labels", str(lab), "--out", str(tmp_path / "surf")])
     assert r.exit_code == 0, r.output
     assert len(list((tmp_path / "surf").glob("*.surf.gii"))) == 4
+
+
+def _check_regional_atrophy_cli(runner, app, run, folder, lab, out):
+    """--region with a label volume: only the region's pial vertices move; a label no vertex
+    carries is a clear error."""
+    import json
+
+    from brainsynth.geometry.region import mask_from_volume
+    from brainsynth.io import read_volume
+    from brainsynth.methods import cortex
+
+    surf, vol = cortex.read_surfaces(folder), read_volume(lab, dtype=None)
+    pial, white = surf["lh", "pial"], surf["lh", "white"]
+    region = next(  # a label that holds some but not all lh mid-thickness points
+        str(v) for v in np.unique(vol.data)[1:]
+        if 0 < mask_from_volume(lab, vol.data, vol.affine, str(v), pial, white).mean() < 1
+    )  # fmt: skip
+    mask = mask_from_volume(lab, vol.data, vol.affine, region, pial, white)
+    r = runner.invoke(app, ["atrophy", "--ckpt", str(run), "--surfaces", str(folder), "--mm", "0.5",
+                            "--region", region, "--region-map", str(lab), "--taper", "0",
+                            "--out", str(out), "--steps", "1"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    body = json.loads((out / "atrophy.json").read_text())
+    assert body["region"] == region and body["region_vertices"]["lh"] == mask.sum()
+    after = cortex.read_surfaces(out / "surfaces")["lh", "pial"]
+    np.testing.assert_allclose(after.vertices[~mask], pial.vertices[~mask], atol=1e-4)
+    assert np.abs(after.vertices[mask] - pial.vertices[mask]).max() > 0.1
+    r = runner.invoke(app, ["atrophy", "--ckpt", str(run), "--surfaces", str(folder), "--mm", "0.5",
+                            "--region", "9999", "--region-map", str(lab),
+                            "--out", str(out.parent / "r2")])  # fmt: skip
+    assert r.exit_code != 0 and "no pial vertex lies in region '9999'" in str(r.exception)
+    assert lab.name in str(r.exception)
 
 
 def test_bad_surfaces_and_label_maps_are_clear_errors(cortex_run, tmp_path):

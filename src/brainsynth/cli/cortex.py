@@ -77,6 +77,21 @@ def atrophy_cmd(
     surfaces: Path = SURFACES,
     mm: float = typer.Option(..., "--mm", help="cortical thinning in mm (pial moved inward)"),
     out: Path = typer.Option(..., "--out", help="output folder"),
+    region: str = typer.Option(
+        None,
+        "--region",
+        help="thin only this region: an annotation name (precentral) or a "
+        "label of --region-map; default: the whole cortex",
+    ),  # fmt: skip
+    region_map: Path = typer.Option(
+        None,
+        "--region-map",
+        help="label volume in the surfaces' space for --region (default: "
+        "FreeSurfer label/?h.aparc.annot beside the surfaces)",
+    ),  # fmt: skip
+    taper: int = typer.Option(
+        2, "--taper", help="vertex rings over which a region's thinning ramps up from its border"
+    ),  # fmt: skip
     steps: int = STEPS,
     seed: int = SEED,
     device: str = DEVICE,
@@ -88,7 +103,9 @@ def atrophy_cmd(
 
     written = atrophy_pair(
         existing(ckpt, "cortex run"), existing(surfaces, "surface folder"), out, mm,
-        steps=steps, seed=seed, device=resolve_device(device), overwrite=overwrite,
+        steps=steps, seed=seed, region=region,
+        region_map=None if region_map is None else existing(region_map, "region map"),
+        taper_rings=taper, device=resolve_device(device), overwrite=overwrite,
     )  # fmt: skip
     typer.echo(f"{len(written)} files in {out}")
 
