@@ -163,3 +163,24 @@ def test_apply_overrides_is_pure_and_rejects_values_as_sections():
 def test_configs_are_frozen():
     with pytest.raises(AttributeError):
         Run().train.steps = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "module, cls",
+    [
+        ("ldm", "LDMSample"),
+        ("restore", "RestoreSample"),
+        ("deform", "DeformSample"),
+        ("cortex", "CortexSample"),
+    ],  # fmt: skip
+)
+def test_every_method_sample_section_checks_steps_and_eta(module, cls):
+    import importlib
+
+    sample = getattr(importlib.import_module(f"brainsynth.methods.{module}.config"), cls)
+    assert sample(steps=3, eta=0.5).steps == 3
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        sample(steps=0)
+    for eta in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="eta must be in"):
+            sample(eta=eta)

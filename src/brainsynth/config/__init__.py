@@ -12,12 +12,19 @@ from brainsynth.config.load import (
     to_dict,
     write_config,
 )
-from brainsynth.config.schema import DiffusionConfig, ModelConfig, SampleConfig, TrainConfig
+from brainsynth.config.schema import (
+    DiffusionConfig,
+    ModelConfig,
+    SampleConfig,
+    StepsEta,
+    TrainConfig,
+)
 
 __all__ = [
     "DiffusionConfig",
     "ModelConfig",
     "SampleConfig",
+    "StepsEta",
     "TrainConfig",
     "apply_overrides",
     "config_from_meta",

@@ -106,6 +106,22 @@ class SampleConfig:
         _non_negative(self, "eta")
 
 
+@dataclass(frozen=True)
+class StepsEta:
+    """The sampler budget every method's ``sample`` section shares: ``steps`` (>= 1) and DDIM's
+    ``eta`` in [0, 1] (0 deterministic, 1 ancestral). A method's section subclasses it, restating
+    a field to change its default."""
+
+    steps: int = 50
+    eta: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if not 0.0 <= self.eta <= 1.0:  # also NaN
+            raise ValueError(f"eta must be in [0, 1], got {self.eta}")
+
+
 def _positive(obj: object, *names: str) -> None:
     for n in names:
         v = getattr(obj, n)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from brainsynth.config.schema import TrainConfig
+from brainsynth.config.schema import StepsEta, TrainConfig
 from brainsynth.nn.presets import UNET_PRESETS, Preset
 
 ModelKind = Literal["bridge", "ddpm", "regression"]
@@ -95,7 +95,7 @@ class CortexDDPM:
 
 
 @dataclass(frozen=True)
-class CortexSample:
+class CortexSample(StepsEta):
     """Sampling: the bridge's skip-step sampler (the paper's 10 steps with eta 1) or, for
     ``model.kind: ddpm``, DDIM with the same ``steps``/``eta``/``spacing`` (eta 0: deterministic,
     1: ancestral). The regression ignores them (one forward pass)."""
@@ -103,12 +103,6 @@ class CortexSample:
     steps: int = 10
     eta: float = 1.0
     spacing: Literal["uniform", "quadratic"] = "uniform"
-
-    def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if not 0.0 <= self.eta <= 1.0:
-            raise ValueError(f"eta must be in [0, 1], got {self.eta}")
 
 
 @dataclass(frozen=True)

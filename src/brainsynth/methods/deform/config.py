@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from brainsynth.config.schema import TrainConfig
+from brainsynth.config.schema import StepsEta, TrainConfig
 from brainsynth.nn.presets import UNET_PRESETS, Preset
 
 
@@ -104,13 +104,8 @@ class FieldsModel:
 
 
 @dataclass(frozen=True)
-class DeformSample:
-    steps: int = 50
-    eta: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
+class DeformSample(StepsEta):
+    """DDIM over the velocity fields (``brainsynth sample deform``)."""
 
 
 @dataclass(frozen=True)

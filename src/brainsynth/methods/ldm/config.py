@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from brainsynth.config.schema import TrainConfig
+from brainsynth.config.schema import StepsEta, TrainConfig
 from brainsynth.nn.presets import Preset
 
 
@@ -72,9 +72,9 @@ class LDMDiffusionConfig:
 
 
 @dataclass(frozen=True)
-class LDMSample:
-    steps: int = 50
-    eta: float = 0.0
+class LDMSample(StepsEta):
+    """DDIM with classifier-free guidance (``brainsynth sample ldm``)."""
+
     guidance: float = 1.5
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from brainsynth.config.schema import TrainConfig
+from brainsynth.config.schema import StepsEta, TrainConfig
 from brainsynth.inverse.daps import DAPSConfig
 from brainsynth.nn.presets import UNET_PRESETS, Preset
 
@@ -110,17 +110,8 @@ class RestoreDiffusion:
 
 
 @dataclass(frozen=True)
-class RestoreSample:
+class RestoreSample(StepsEta):
     """Unconditional DDIM samples of the prior (``brainsynth sample restore``), to check it by eye."""
-
-    steps: int = 50
-    eta: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if not 0.0 <= self.eta <= 1.0:
-            raise ValueError(f"eta must be in [0, 1], got {self.eta}")
 
 
 @dataclass(frozen=True)
