@@ -12,6 +12,13 @@ and from the same surfaces with the pial moved inward by MM (``methods.cortex.at
 same noise; the proxy surfaces of both give a mean thickness per hemisphere (pial vertices'
 distance to the white surface), and their difference is compared with the input surfaces'
 measured thickness change (``atrophy.tsv``; the paper reports ~0.14 mm mean error at 1 mm).
+Only the runs named by ``--atrophy-runs`` (default: the first) are measured: each mm costs a
+generation and a proxy extraction per subject. The "before" thickness is that of the subject's main
+scan (the same channels and noise), measured once.
+
+Resumable: rows already in ``OUT/subjects.tsv`` / ``OUT/atrophy.tsv`` are kept and not recomputed
+(their scans are read back from ``OUT/volumes`` for the montages), so runs can be added as their
+training finishes; the summary covers every row.
 
 Runs: any cortex runs (``model.kind`` bridge / ddpm / regression, ``data.channels`` all / fused:
 configs/cortex_cpu*.yaml are the paper's method, its two baselines and the ablation). Subjects:
@@ -280,18 +287,19 @@ def proxy_thickness(image: np.ndarray, grid: dict, seed: int) -> dict[str, float
     return out
 
 
-def atrophy_rows(subj, name, cfg, model, meta, grid, shape, mm, args, device) -> list[dict]:
-    """Before/after scans of ``mm`` of atrophy from the same noise on the subject's grid: the
-    thickness change of the proxy surfaces against that of the input surfaces."""
+def atrophy_rows(
+    subj, name, cfg, model, meta, grid, shape, mm, before: dict[str, float], args, device
+) -> list[dict]:
+    """The scan of ``mm`` of atrophy from the same noise as the subject's main scan (whose proxy
+    thickness is ``before``) on the subject's grid: the thickness change of the proxy surfaces
+    against that of the input surfaces."""
     padded = tuple(int(s) for s in meta["grid"]["padded"])
     after, requested = atrophied(subj.surfaces, mm)
-    thick = []
-    for surfaces in (subj.surfaces, after):
-        ch = channels_from_surfaces(surfaces, tuple(shape), grid["affine"], cfg.data.clip_mm)
-        x = pad_channels(torch.from_numpy(ch), padded)[None].to(device)
-        g = torch.Generator().manual_seed(args.seed)
-        vol = crop_to(generate(model, cfg, x, steps=args.steps, generator=g), shape)
-        thick.append(proxy_thickness(vol[0, 0].float().cpu().numpy(), grid, args.seed))
+    ch = channels_from_surfaces(after, tuple(shape), grid["affine"], cfg.data.clip_mm)
+    x = pad_channels(torch.from_numpy(ch), padded)[None].to(device)
+    g = torch.Generator().manual_seed(args.seed)
+    vol = crop_to(generate(model, cfg, x, steps=args.steps, generator=g), shape)
+    thick = [before, proxy_thickness(vol[0, 0].float().cpu().numpy(), grid, args.seed)]
     rows = []
     for h in ("lh", "rh"):
         if h in thick[0] and h in thick[1] and h in requested:
@@ -303,6 +311,27 @@ def atrophy_rows(subj, name, cfg, model, meta, grid, shape, mm, args, device) ->
 
 
 # --- main ---------------------------------------------------------------------------------------
+
+
+def read_rows(path: Path) -> list[dict]:
+    """A TSV this script wrote, numbers parsed back (empty cells: None), or [] if absent."""
+    import csv
+
+    if not path.is_file():
+        return []
+
+    def cell(v: str):
+        if v == "":
+            return None
+        for kind in (int, float):
+            try:
+                return kind(v)
+            except ValueError:
+                pass
+        return v
+
+    with open(path, newline="") as fh:
+        return [{k: cell(v) for k, v in r.items()} for r in csv.DictReader(fh, delimiter="\t")]
 
 
 def parse_runs(items: list[str]) -> dict[str, Path]:
@@ -331,9 +360,14 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--atrophy", type=float, nargs="*", default=[],
                     help="also measure atrophy recovery for these mm (e.g. 0.5 1)")  # fmt: skip
+    ap.add_argument("--atrophy-runs", nargs="*", default=None,
+                    help="runs whose atrophy recovery is measured (default: the first)")  # fmt: skip
     args = ap.parse_args()
 
     runs = parse_runs(args.runs)
+    atrophy_runs = set(args.atrophy_runs or [next(iter(runs))])
+    if unknown := atrophy_runs - set(runs):
+        raise SystemExit(f"--atrophy-runs names no run: {sorted(unknown)}")
     device = resolve_device(args.device)
     models = {name: load_model(run, device) for name, run in runs.items()}
     first = next(iter(runs.values()))
@@ -348,11 +382,12 @@ def main() -> None:
     for sub in ("volumes", "montages"):
         (args.out / sub).mkdir(parents=True, exist_ok=True)
 
-    rows: list[dict] = []
-    atrophy: list[dict] = []
+    rows = read_rows(args.out / "subjects.tsv")  # resumed: kept, not recomputed
+    atrophy = read_rows(args.out / "atrophy.tsv")
+    done = {(rw["subject"], rw["run"], rw["downsample"]) for rw in rows}
     for i, r in enumerate(rows_in):
         subj = Subject(args.cache, r, first / SHAPES / r["subject"])
-        floors: dict[int, dict] = {}
+        floors: set[int] = set()  # downsamples whose real floor is shown
         shown, titles = [], []
         for name, (cfg, model, meta) in models.items():
             d = cfg.data.downsample
@@ -361,38 +396,48 @@ def main() -> None:
             if [int(s) for s in meta["grid"]["shape"]] != list(shape):
                 raise SystemExit(f"{runs[name]} trained on {meta['grid']['shape']}, not {shape}")
             if d not in floors:  # the proxy on the real scan: the floor
-                t0 = time.perf_counter()
-                floors[d] = {"subject": subj.sid, "run": "real", "downsample": d,
-                             **{k: None for k in IMAGE_KEYS},
-                             **proxy_row(grid["real"], grid, subj.surfaces, args),
-                             "seconds": None, "eval_seconds": time.perf_counter() - t0}  # fmt: skip
-                rows.append(floors[d])
-                write_volume(Volume(grid["real"], grid["affine"]),
-                             args.out / "volumes" / f"{subj.sid}_real_d{d}_T1w.nii.gz")  # fmt: skip
+                floors.add(d)
+                if (subj.sid, "real", d) not in done:
+                    t0 = time.perf_counter()
+                    rows.append({"subject": subj.sid, "run": "real", "downsample": d,
+                                 **{k: None for k in IMAGE_KEYS},
+                                 **proxy_row(grid["real"], grid, subj.surfaces, args),
+                                 "seconds": None,
+                                 "eval_seconds": time.perf_counter() - t0})  # fmt: skip
+                    write_volume(Volume(grid["real"], grid["affine"]),
+                                 args.out / "volumes" / f"{subj.sid}_real_d{d}_T1w.nii.gz")  # fmt: skip
                 shown.append(grid["real"])
                 titles.append(f"{subj.sid} real ({d}x pooled)")
-            ch = run_channels(runs[name], cfg, subj, shape, grid["affine"])
-            padded = tuple(int(s) for s in meta["grid"]["padded"])
-            x = pad_channels(torch.from_numpy(ch), padded)[None].to(device)
-            t0 = time.perf_counter()
-            g = torch.Generator().manual_seed(args.seed)
-            img = generate(model, cfg, x, steps=args.steps, generator=g)
-            vol = crop_to(img, shape)[0, 0].float().cpu().numpy()
-            seconds = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            row = {"subject": subj.sid, "run": name, "downsample": d,
-                   **image_metrics(grid["real"], vol, grid["brain"]),
-                   **proxy_row(vol, grid, subj.surfaces, args),
-                   "seconds": seconds, "eval_seconds": None}  # fmt: skip
-            row["eval_seconds"] = time.perf_counter() - t0
-            rows.append(row)
-            write_volume(Volume(vol, grid["affine"]),
-                         args.out / "volumes" / f"{subj.sid}_{name}_T1w.nii.gz")  # fmt: skip
+            vol_path = args.out / "volumes" / f"{subj.sid}_{name}_T1w.nii.gz"
+            if (subj.sid, name, d) in done and vol_path.is_file():
+                row = next(rw for rw in rows if (rw["subject"], rw["run"]) == (subj.sid, name))
+                vol = read_volume(vol_path).data
+            else:
+                ch = run_channels(runs[name], cfg, subj, shape, grid["affine"])
+                padded = tuple(int(s) for s in meta["grid"]["padded"])
+                x = pad_channels(torch.from_numpy(ch), padded)[None].to(device)
+                t0 = time.perf_counter()
+                g = torch.Generator().manual_seed(args.seed)
+                img = generate(model, cfg, x, steps=args.steps, generator=g)
+                vol = crop_to(img, shape)[0, 0].float().cpu().numpy()
+                seconds = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                row = {"subject": subj.sid, "run": name, "downsample": d,
+                       **image_metrics(grid["real"], vol, grid["brain"]),
+                       **proxy_row(vol, grid, subj.surfaces, args),
+                       "seconds": seconds, "eval_seconds": None}  # fmt: skip
+                row["eval_seconds"] = time.perf_counter() - t0
+                rows.append(row)
+                write_volume(Volume(vol, grid["affine"]), vol_path)
             shown.append(vol)
             titles.append(f"{name}: PSNR {row['psnr']:.1f} SSIM {row['ssim']:.3f}")
-            for mm in args.atrophy:
+            todo = [mm for mm in args.atrophy if name in atrophy_runs and not any(
+                (a["subject"], a["run"], a["mm"]) == (subj.sid, name, mm) for a in atrophy)]  # fmt: skip
+            if todo:
+                before = proxy_thickness(vol, grid, args.seed)
+            for mm in todo:
                 atrophy.extend(atrophy_rows(subj, name, cfg, model, meta, grid, shape, mm,
-                                            args, device))  # fmt: skip
+                                            before, args, device))  # fmt: skip
                 write_tsv_atomic(args.out / "atrophy.tsv", atrophy)
         montage(shown, args.out / "montages" / f"{subj.sid}.png", titles, 1.0)
         print(f"[{i + 1}/{len(rows_in)}] {subj.sid}: "
@@ -416,6 +461,7 @@ def main() -> None:
         },
         "cache": str(args.cache),
         "subjects": [r["subject"] for r in rows_in],
+        "atrophy_runs": sorted(atrophy_runs),
         "settings": {
             "seed": args.seed,
             "data_range": 1.0,

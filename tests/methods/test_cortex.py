@@ -407,3 +407,31 @@ def test_shape_model_from_the_registration_fits_and_draws_corresponded_surfaces(
     r = runner.invoke(app, ["shape-model", "sample", "--model", str(tmp_path / "m"), "--out",
                             str(tmp_path / "e"), "--slerp", "nobody", b])  # fmt: skip
     assert r.exit_code != 0 and "unknown subject" in str(r.exception)
+
+
+def test_cortex_eval_benchmark_runs_and_resumes(cortex_run, cortex_cache, tmp_path):
+    """benchmarks/cortex_eval.py on the tiny run: rows for the run and the real floor, atrophy
+    rows for the first run only, and a rerun keeps the rows instead of recomputing them."""
+    import csv
+    import subprocess
+    import sys
+
+    script = Path(__file__).parents[2] / "benchmarks" / "cortex_eval.py"
+    cmd = [sys.executable, str(script), "--cache", str(cortex_cache), "--out", str(tmp_path),
+           "--runs", f"a={cortex_run}", f"b={cortex_run}", "-n", "1", "--steps", "1",
+           "--margin", "4", "--atrophy", "1"]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+    def rows(name):
+        with open(tmp_path / name, newline="") as fh:
+            return list(csv.DictReader(fh, delimiter="\t"))
+
+    first = rows("subjects.tsv")
+    assert sorted(rw["run"] for rw in first) == ["a", "b", "real"]
+    assert {rw["run"] for rw in rows("atrophy.tsv")} == {"a"}
+    a, b = (next(rw for rw in first if rw["run"] == n) for n in "ab")
+    assert a["psnr"] == b["psnr"]  # one run twice, one seed: the same scan
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert rows("subjects.tsv") == first  # resumed: nothing recomputed or repeated
