@@ -435,3 +435,19 @@ def test_cortex_eval_benchmark_runs_and_resumes(cortex_run, cortex_cache, tmp_pa
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert rows("subjects.tsv") == first  # resumed: nothing recomputed or repeated
+
+
+def test_ranks_share_the_shape_extraction(cortex_cache, tmp_path):
+    """shard=(rank, world): each rank extracts its own slice of the subjects, together all."""
+    from brainsynth.data.cache import read_cache_manifest
+    from brainsynth.methods import cortex
+
+    cfg = load_config(cortex.CortexConfig, CORTEX_TINY)
+    made = []
+    for rank in (0, 1):
+        run = tmp_path / f"rank{rank}"
+        assert cortex.build_shapes(cortex_cache, run, cfg, progress=False, shard=(rank, 2)) == {}
+        made.append({p.stem for p in (run / "shapes").glob("*.npz")})
+    subjects = {r["subject"] for r in read_cache_manifest(cortex_cache) if r.get("labels")}
+    assert made[0] | made[1] == subjects and not made[0] & made[1]
+    assert abs(len(made[0]) - len(made[1])) <= 1

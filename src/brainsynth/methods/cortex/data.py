@@ -112,16 +112,26 @@ def _one(args: tuple[Path, dict, Path, CortexConfig]) -> tuple[str, str | None]:
 
 
 def build_shapes(
-    cache: str | Path, run: str | Path, cfg: CortexConfig, jobs: int = 1, progress: bool = True
+    cache: str | Path,
+    run: str | Path,
+    cfg: CortexConfig,
+    jobs: int = 1,
+    progress: bool = True,
+    shard: tuple[int, int] = (0, 1),
 ) -> dict[str, str]:
     """The shape channels of every cache subject with labels (module docstring); returns the
-    failures {subject: reason}, also written to ``RUN/shapes/failures.tsv``."""
+    failures {subject: reason}, also written to ``RUN/shapes/failures.tsv``.
+
+    ``shard=(rank, world)``: only every world-th missing subject from the rank-th (torchrun's ranks
+    share the extraction); the caller then merges the failures (``write_failures``)."""
     cache, run = Path(cache), Path(run)
     (run / SHAPES).mkdir(parents=True, exist_ok=True)
     rows = [r for r in read_cache_manifest(cache) if r.get("labels")]
     if not rows:
         raise InputError(cache, "no subject has a label map: the cortex method needs them")
     todo = [(cache, r, run, cfg) for r in rows if not _shape_path(run, r["subject"]).is_file()]
+    rank, world = shard
+    todo = todo[rank::world]
     failures: dict[str, str] = {}
     bar = tqdm(total=len(todo), desc="surfaces", unit="subject", disable=not progress)
     for task, result, exc in run_tasks(_one, todo, jobs):
@@ -131,10 +141,16 @@ def build_shapes(
             tqdm.write(f"skipped {sid}: {err}")
         bar.update()
     bar.close()
+    if world == 1:
+        write_failures(run, failures)
+    return failures
+
+
+def write_failures(run: str | Path, failures: dict[str, str]) -> None:
+    """``RUN/shapes/failures.tsv`` (subject, reason) when there are any."""
     if failures:
         rows_out = [{"subject": k, "reason": v} for k, v in sorted(failures.items())]
-        write_tsv_atomic(run / SHAPES / "failures.tsv", rows_out)
-    return failures
+        write_tsv_atomic(Path(run) / SHAPES / "failures.tsv", rows_out)
 
 
 def load_shapes(run: str | Path, sid: str) -> tuple[np.ndarray, np.ndarray]:

@@ -21,7 +21,13 @@ from brainsynth.data.cache import read_cache_info, read_cache_manifest
 from brainsynth.diffusion.base import Cond
 from brainsynth.errors import InputError
 from brainsynth.methods.cortex.config import CortexConfig
-from brainsynth.methods.cortex.data import SHAPES, Pairs, build_shapes, select_channels
+from brainsynth.methods.cortex.data import (
+    SHAPES,
+    Pairs,
+    build_shapes,
+    select_channels,
+    write_failures,
+)
 from brainsynth.methods.cortex.networks import (
     NAME,
     build_bridge,
@@ -31,7 +37,11 @@ from brainsynth.methods.cortex.networks import (
     spatial_multiple,
 )
 from brainsynth.training.checkpoint import has_checkpoint
-from brainsynth.training.distributed import seed_everything
+from brainsynth.training.distributed import (
+    all_gather_objects,
+    init_distributed,
+    seed_everything,
+)
 from brainsynth.training.losses import LossFn, diffusion_loss
 from brainsynth.training.trainer import Trainer, ValFn
 
@@ -109,8 +119,16 @@ def train(
     if data is None:
         raise InputError(None, "method cortex trains on a cache with label maps: pass --data CACHE")
     out = Path(out)
-    failures = build_shapes(data, out, cfg, jobs=jobs)
-    if failures:
+    # under torchrun the ranks share the extraction (each its slice of the missing subjects), then
+    # wait for each other; rank 0 writes the merged failures
+    info = init_distributed(device)
+    failures = build_shapes(data, out, cfg, jobs=jobs, progress=info.is_main,
+                            shard=(info.rank, info.world_size))  # fmt: skip
+    if info.enabled:
+        failures = {k: v for part in all_gather_objects(failures, info) for k, v in part.items()}
+        if info.is_main:
+            write_failures(out, failures)
+    if failures and info.is_main:
         print(f"{len(failures)} subject(s) without surfaces: see {out / SHAPES / 'failures.tsv'}")
     seed_everything(cfg.train.seed)
     m = spatial_multiple(cfg)
