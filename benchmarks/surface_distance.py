@@ -28,6 +28,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from brainsynth.evaluation import surface as sf
+from brainsynth.geometry.primitives import graded_square, uv_sphere
 from brainsynth.io import Surface, read_surface
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "pycortex_s1" / "sub-S1" / "surf"
@@ -77,38 +78,6 @@ def old_pooled_points(surface: Surface, seed: int) -> np.ndarray:
 
 
 # --- analytic meshes of uneven vertex density --------------------------------------------------
-
-
-def uv_sphere(n_lat: int, n_lon: int, radius: float, centre=(0.0, 0.0, 0.0)) -> Surface:
-    """Latitude-longitude sphere (poles on z): vertex density ~ 1 / sin(theta)."""
-    theta = np.pi * np.arange(1, n_lat) / n_lat
-    phi = 2 * np.pi * np.arange(n_lon) / n_lon
-    t, f = np.meshgrid(theta, phi, indexing="ij")
-    ring = np.stack([np.sin(t) * np.cos(f), np.sin(t) * np.sin(f), np.cos(t)], -1).reshape(-1, 3)
-    v = np.concatenate([[[0.0, 0.0, 1.0]], ring, [[0.0, 0.0, -1.0]]])
-    south = len(v) - 1
-    j = np.arange(n_lon)
-    jn = (j + 1) % n_lon
-    faces = [np.stack([np.zeros(n_lon, int), 1 + j, 1 + jn], 1)]
-    last = 1 + (n_lat - 2) * n_lon
-    faces.append(np.stack([np.full(n_lon, south), last + jn, last + j], 1))
-    for i in range(n_lat - 2):
-        a, b = 1 + i * n_lon + j, 1 + (i + 1) * n_lon + j
-        c, d = 1 + (i + 1) * n_lon + jn, 1 + i * n_lon + jn
-        faces += [np.stack([a, b, c], 1), np.stack([a, c, d], 1)]
-    return Surface(v * radius + np.asarray(centre), np.concatenate(faces))
-
-
-def graded_square(length: float, n: int) -> Surface:
-    """[0, length]^2 at z = 0, grid lines x_i = length (i / n)^3: vertices crowd at x = 0."""
-    x = length * (np.arange(n + 1) / n) ** 3
-    y = length * np.arange(n + 1) / n
-    gx, gy = np.meshgrid(x, y, indexing="ij")
-    v = np.stack([gx, gy, np.zeros_like(gx)], -1).reshape(-1, 3)
-    i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
-    a = (i * (n + 1) + j).ravel()
-    b, c, d = a + n + 1, a + n + 2, a + 1
-    return Surface(v, np.concatenate([np.stack([a, b, c], 1), np.stack([a, c, d], 1)]))
 
 
 def analytic_rows() -> list[tuple[str, float, float, float, float]]:

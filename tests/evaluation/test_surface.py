@@ -8,76 +8,8 @@ import pytest
 from scipy.spatial import cKDTree
 
 from brainsynth.evaluation import surface as sf
+from brainsynth.geometry.primitives import graded_square, icosphere, uv_sphere
 from brainsynth.io import Surface, read_surface
-
-
-def icosphere(subdivisions: int, radius: float = 1.0, centre=(0.0, 0.0, 0.0)) -> Surface:
-    """Icosahedron subdivided ``subdivisions`` times, vertices on the sphere, faces outward."""
-    t = (1 + 5**0.5) / 2
-    verts = [
-        [-1, t, 0], [1, t, 0], [-1, -t, 0], [1, -t, 0], [0, -1, t], [0, 1, t],
-        [0, -1, -t], [0, 1, -t], [t, 0, -1], [t, 0, 1], [-t, 0, -1], [-t, 0, 1],
-    ]  # fmt: skip
-    faces = [
-        [0, 11, 5], [0, 5, 1], [0, 1, 7], [0, 7, 10], [0, 10, 11], [1, 5, 9], [5, 11, 4],
-        [11, 10, 2], [10, 7, 6], [7, 1, 8], [3, 9, 4], [3, 4, 2], [3, 2, 6], [3, 6, 8], [3, 8, 9],
-        [4, 9, 5], [2, 4, 11], [6, 2, 10], [8, 6, 7], [9, 8, 1],
-    ]  # fmt: skip
-    v = [np.asarray(p, float) / np.linalg.norm(p) for p in verts]
-    for _ in range(subdivisions):
-        cache: dict[tuple[int, int], int] = {}
-        new = []
-        for i, j, k in faces:
-            mids = []
-            for p, q in ((i, j), (j, k), (k, i)):
-                key = (min(p, q), max(p, q))
-                if key not in cache:
-                    m = v[p] + v[q]
-                    v.append(m / np.linalg.norm(m))
-                    cache[key] = len(v) - 1
-                mids.append(cache[key])
-            a, b, c = mids
-            new += [[i, a, c], [j, b, a], [k, c, b], [a, b, c]]
-        faces = new
-    return Surface(np.asarray(v) * radius + np.asarray(centre), np.asarray(faces))
-
-
-def uv_sphere(n_lat: int, n_lon: int, radius: float = 1.0, centre=(0.0, 0.0, 0.0)) -> Surface:
-    """Latitude-longitude sphere, poles on the z axis: rings equally spaced in polar angle, so the
-    vertex density per mm^2 grows as 1 / sin(theta) toward the poles (a third of the vertices lie
-    within 30 degrees of a pole, 13 % of the area)."""
-    theta = np.pi * np.arange(1, n_lat) / n_lat
-    phi = 2 * np.pi * np.arange(n_lon) / n_lon
-    t, f = np.meshgrid(theta, phi, indexing="ij")
-    ring = np.stack([np.sin(t) * np.cos(f), np.sin(t) * np.sin(f), np.cos(t)], -1).reshape(-1, 3)
-    v = np.concatenate([[[0.0, 0.0, 1.0]], ring, [[0.0, 0.0, -1.0]]])
-    south = len(v) - 1
-
-    def at(i: int, j: int) -> int:  # ring i (0 = nearest the north pole), longitude j
-        return 1 + i * n_lon + j % n_lon
-
-    faces = []
-    for j in range(n_lon):
-        faces.append([0, at(0, j), at(0, j + 1)])
-        faces.append([south, at(n_lat - 2, j + 1), at(n_lat - 2, j)])
-        for i in range(n_lat - 2):
-            a, b, c, d = at(i, j), at(i + 1, j), at(i + 1, j + 1), at(i, j + 1)
-            faces += [[a, b, c], [a, c, d]]
-    return Surface(v * radius + np.asarray(centre), np.asarray(faces))
-
-
-def graded_square(length: float, n: int) -> Surface:
-    """The square [0, length]^2 at z = 0, grid lines x_i = length (i / n)^3 (vertices crowd at
-    x = 0: half of them have x < length / 8) and y uniform."""
-    x = length * (np.arange(n + 1) / n) ** 3
-    y = length * np.arange(n + 1) / n
-    gx, gy = np.meshgrid(x, y, indexing="ij")
-    v = np.stack([gx, gy, np.zeros_like(gx)], -1).reshape(-1, 3)
-    k = np.arange(n + 1) * (n + 1)
-    i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
-    a = (k[i] + j).ravel()
-    b, c, d = a + n + 1, a + n + 2, a + 1
-    return Surface(v, np.concatenate([np.stack([a, b, c], 1), np.stack([a, c, d], 1)]))
 
 
 def brute_force(points: np.ndarray, mesh: Surface) -> np.ndarray:

@@ -13,39 +13,8 @@ from brainsynth.evaluation.surface import (
     surface_from_mask,
 )
 from brainsynth.geometry import extract, sdf
+from brainsynth.geometry.primitives import icosphere
 from brainsynth.io import Surface
-
-
-def icosphere(level: int, radius: float, centre=(0.0, 0.0, 0.0)) -> Surface:
-    """Subdivided icosahedron projected to the sphere; faces outward."""
-    t = (1 + 5**0.5) / 2
-    v = np.array(
-        [[-1, t, 0], [1, t, 0], [-1, -t, 0], [1, -t, 0], [0, -1, t], [0, 1, t],
-         [0, -1, -t], [0, 1, -t], [t, 0, -1], [t, 0, 1], [-t, 0, -1], [-t, 0, 1]]
-    )  # fmt: skip
-    f = np.array(
-        [[0, 11, 5], [0, 5, 1], [0, 1, 7], [0, 7, 10], [0, 10, 11], [1, 5, 9], [5, 11, 4],
-         [11, 10, 2], [10, 7, 6], [7, 1, 8], [3, 9, 4], [3, 4, 2], [3, 2, 6], [3, 6, 8],
-         [3, 8, 9], [4, 9, 5], [2, 4, 11], [6, 2, 10], [8, 6, 7], [9, 8, 1]]
-    )  # fmt: skip
-    v = v / np.linalg.norm(v, axis=1, keepdims=True)
-    for _ in range(level):
-        edges = np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), axis=1)
-        unique, inverse = np.unique(edges, axis=0, return_inverse=True)
-        mid = v[unique].mean(axis=1)
-        mid /= np.linalg.norm(mid, axis=1, keepdims=True)
-        m_ab, m_bc, m_ca = (len(v) + inverse.reshape(3, -1)).reshape(3, -1)
-        v = np.concatenate([v, mid])
-        a, b, c = f.T
-        f = np.concatenate(
-            [
-                np.stack([a, m_ab, m_ca], 1),
-                np.stack([b, m_bc, m_ab], 1),
-                np.stack([c, m_ca, m_bc], 1),
-                np.stack([m_ab, m_bc, m_ca], 1),
-            ]
-        )
-    return Surface(v * radius + np.asarray(centre, dtype=float), f)
 
 
 def chordal_error(mesh: Surface, centre, radius: float) -> float:
