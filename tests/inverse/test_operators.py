@@ -16,14 +16,16 @@ from brainsynth.inverse.operators import (
     LinearOperator,
     Mask,
     Operator,
-    SliceAcquisition,
-    acquisition_from_affines,
-    acquisition_matrix,
     add_noise,
     log_likelihood,
     observed_mask,
-    profile_kernel,
     residual,
+)
+from brainsynth.inverse.slices import (
+    SliceAcquisition,
+    acquisition_from_affines,
+    acquisition_matrix,
+    profile_kernel,
 )
 
 F64 = torch.float64

@@ -6,8 +6,9 @@ from __future__ import annotations
 import torch
 
 from brainsynth.inverse.bias import BiasField
-from brainsynth.inverse.operators import Identity, SliceAcquisition
+from brainsynth.inverse.operators import Identity
 from brainsynth.inverse.scan import ScanOperator
+from brainsynth.inverse.slices import SliceAcquisition
 
 SHAPE = (20, 24, 30)
 

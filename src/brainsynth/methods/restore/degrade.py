@@ -20,7 +20,7 @@ from scipy import ndimage
 from brainsynth.data.preprocess import reorient_ras
 from brainsynth.errors import InputError
 from brainsynth.inverse.bias import BiasField
-from brainsynth.inverse.operators import SliceAcquisition
+from brainsynth.inverse.slices import SliceAcquisition
 from brainsynth.io import Volume
 
 

@@ -24,9 +24,10 @@ from scipy import ndimage
 from brainsynth.data.preprocess import reorient_ras, resample_to_grid, robust_range
 from brainsynth.errors import InputError
 from brainsynth.inverse.bias import BiasField
-from brainsynth.inverse.operators import Compose, Identity, Mask, Operator, SliceAcquisition
+from brainsynth.inverse.operators import Compose, Identity, Mask, Operator
 from brainsynth.inverse.resample import GridResample
 from brainsynth.inverse.scan import ScanOperator
+from brainsynth.inverse.slices import SliceAcquisition
 from brainsynth.io import Volume, read_volume
 from brainsynth.methods.restore import geometry as geo_mod
 from brainsynth.methods.restore.baselines import upsample
