@@ -390,96 +390,133 @@ def surfaces_from_labels(
     masks = hemisphere_masks(labels, scheme, affine)
     sub = _auto_subdivide(affine, subdivide)
     iters = _auto_iters(smooth_iters, sub)
-    sp = _spacing(affine)
     surfaces: dict[tuple[str, str], Surface] = {}
     infos: dict[tuple[str, str], tuple[RepairInfo, int]] = {}
     moved: dict[tuple[str, str], np.ndarray] = {}
     seconds: dict[str, float] = {}
     for h in hemis:
         t_h = time.perf_counter()
-        mw, mp = masks[h]["white"], masks[h]["pial"]
-        if not mw.any():
-            raise InputError(None, f"{h}: no cerebral white matter label in the label map")
-        if not (mp & ~mw).any():
-            raise InputError(None, f"{h}: no cortex label in the label map")
-        lo, hi = mask_bbox(mp, margin=2)
-        box = tuple(slice(a, b) for a, b in zip(lo, hi))
-        aff = np.asarray(affine, dtype=np.float64).copy()
-        aff[:3, 3] = aff[:3, :3] @ lo + aff[:3, 3]
-        if repair:
-            w_fix, w_info = repair_topology(mw[box], closing=closing, spacing=sp)
-            p_fix, p_info = repair_topology(mp[box], start=w_fix, closing=closing, spacing=sp)
-        else:
-            w_fix, w_info = _no_repair(mw[box])
-            p_fix, p_info = _no_repair(mp[box] | w_fix)
-        w_surf, w_drop = _mesh_from_repaired(w_fix, aff, sub, iters, 0.5, -0.53)
-        p_surf, p_drop = _mesh_from_repaired(p_fix, aff, sub, iters, 0.5, -0.53)
-        w0, p0 = w_surf.vertices, p_surf.vertices
-        w_surf, p_surf, _ = separate_surfaces(w_surf, p_surf, eps_mm=eps_mm, full_check=False)
-        surfaces[h, "white"], surfaces[h, "pial"] = w_surf, p_surf
-        infos[h, "white"], infos[h, "pial"] = (w_info, w_drop), (p_info, p_drop)
-        moved[h, "white"] = np.any(w_surf.vertices != w0, axis=1)
-        moved[h, "pial"] = np.any(p_surf.vertices != p0, axis=1)
+        _hemisphere(h, masks[h], affine, sub, iters, eps_mm, repair, closing,
+                    surfaces, infos, moved)  # fmt: skip
         seconds[h] = time.perf_counter() - t_h
     if len(hemis) == 2:
         t_x = time.perf_counter()
-        # pushing a pial surface away from the other hemisphere can bring it inside its own white
-        # surface, and the fix of that can push it back: alternate a few times, locally
-        check: dict[str, np.ndarray | None] = {"lh": None, "rh": None}
-        for _ in range(3):
-            before: dict[str, np.ndarray] = {h: surfaces[h, "pial"].vertices for h in HEMIS}
-            lh, rh, _ = separate_hemispheres(
-                surfaces["lh", "pial"],
-                surfaces["rh", "pial"],
-                eps_mm,
-                check_lh=check["lh"],
-                check_rh=check["rh"],
-                full_check=False,
-            )
-            if not any(np.any(p.vertices != before[h]) for h, p in (("lh", lh), ("rh", rh))):
-                break
-            for h, p_new in (("lh", lh), ("rh", rh)):
-                changed = np.any(p_new.vertices != before[h], axis=1)
-                surfaces[h, "pial"] = p_new
-                moved[h, "pial"] |= changed
-                if not changed.any():
-                    continue
-                # recheck white/pial where the pial surface moved
-                white = surfaces[h, "white"]
-                shift = float(np.linalg.norm(p_new.vertices - before[h], axis=1).max())
-                radius = 2 * max(longest_edge(white), longest_edge(p_new)) + shift + 2 * eps_mm
-                pts = np.concatenate([p_new.vertices[changed], before[h][changed]])
-                (near_w,) = points_near(pts, [white.vertices], radius)
-                w2, p2, _ = separate_surfaces(
-                    white,
-                    p_new,
-                    eps_mm=eps_mm,
-                    check_white=near_w,
-                    check_pial=changed,
-                    full_check=False,
-                )
-                moved[h, "white"] |= np.any(w2.vertices != white.vertices, axis=1)
-                moved[h, "pial"] |= np.any(p2.vertices != p_new.vertices, axis=1)
-                surfaces[h, "white"], surfaces[h, "pial"] = w2, p2
-            # next pass: the pial vertices near those the white/pial fix moved
-            pts = np.concatenate(
-                [
-                    a[np.any(surfaces[h, "pial"].vertices != before[h], axis=1)]
-                    for h in HEMIS
-                    for a in (surfaces[h, "pial"].vertices, before[h])
-                ]
-            )
-            radius = 2 * max(longest_edge(surfaces[h, "pial"]) for h in HEMIS) + 4 * eps_mm
-            radius += max(
-                float(np.linalg.norm(surfaces[h, "pial"].vertices - before[h], axis=1).max())
-                for h in HEMIS
-            )
-            near_l, near_r = points_near(
-                pts, [surfaces["lh", "pial"].vertices, surfaces["rh", "pial"].vertices], radius
-            )
-            check = {"lh": near_l, "rh": near_r}
+        _keep_hemispheres_apart(surfaces, moved, eps_mm)
         for h in HEMIS:
             seconds[h] += (time.perf_counter() - t_x) / 2
+    return surfaces, _reports(surfaces, infos, moved, seconds, hemis, repair)
+
+
+def _hemisphere(
+    h: str,
+    masks: dict[str, np.ndarray],
+    affine: np.ndarray,
+    sub: int,
+    iters: int,
+    eps_mm: float,
+    repair: bool,
+    closing: int,
+    surfaces: dict,
+    infos: dict,
+    moved: dict,
+) -> None:
+    """One hemisphere's white and pial surfaces (repaired, meshed, white kept inside pial) into
+    ``surfaces``, with their repair ``infos`` and the vertices the separation ``moved``."""
+    mw, mp = masks["white"], masks["pial"]
+    if not mw.any():
+        raise InputError(None, f"{h}: no cerebral white matter label in the label map")
+    if not (mp & ~mw).any():
+        raise InputError(None, f"{h}: no cortex label in the label map")
+    sp = _spacing(affine)
+    lo, hi = mask_bbox(mp, margin=2)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    aff = np.asarray(affine, dtype=np.float64).copy()
+    aff[:3, 3] = aff[:3, :3] @ lo + aff[:3, 3]
+    if repair:
+        w_fix, w_info = repair_topology(mw[box], closing=closing, spacing=sp)
+        p_fix, p_info = repair_topology(mp[box], start=w_fix, closing=closing, spacing=sp)
+    else:
+        w_fix, w_info = _no_repair(mw[box])
+        p_fix, p_info = _no_repair(mp[box] | w_fix)
+    w_surf, w_drop = _mesh_from_repaired(w_fix, aff, sub, iters, 0.5, -0.53)
+    p_surf, p_drop = _mesh_from_repaired(p_fix, aff, sub, iters, 0.5, -0.53)
+    w0, p0 = w_surf.vertices, p_surf.vertices
+    w_surf, p_surf, _ = separate_surfaces(w_surf, p_surf, eps_mm=eps_mm, full_check=False)
+    surfaces[h, "white"], surfaces[h, "pial"] = w_surf, p_surf
+    infos[h, "white"], infos[h, "pial"] = (w_info, w_drop), (p_info, p_drop)
+    moved[h, "white"] = np.any(w_surf.vertices != w0, axis=1)
+    moved[h, "pial"] = np.any(p_surf.vertices != p0, axis=1)
+
+
+def _keep_hemispheres_apart(surfaces: dict, moved: dict, eps_mm: float, passes: int = 3) -> None:
+    """Push the two pial surfaces apart (``separate_hemispheres``), in place. Pushing a pial
+    surface away from the other hemisphere can bring it inside its own white surface, and the fix
+    of that can push it back: alternate up to ``passes`` times, each time checking only near the
+    vertices that moved."""
+    check: dict[str, np.ndarray | None] = {"lh": None, "rh": None}
+    for _ in range(passes):
+        before: dict[str, np.ndarray] = {h: surfaces[h, "pial"].vertices for h in HEMIS}
+        lh, rh, _ = separate_hemispheres(
+            surfaces["lh", "pial"], surfaces["rh", "pial"], eps_mm,
+            check_lh=check["lh"], check_rh=check["rh"], full_check=False,
+        )  # fmt: skip
+        if not any(np.any(p.vertices != before[h]) for h, p in (("lh", lh), ("rh", rh))):
+            break
+        for h, p_new in (("lh", lh), ("rh", rh)):
+            changed = np.any(p_new.vertices != before[h], axis=1)
+            surfaces[h, "pial"] = p_new
+            moved[h, "pial"] |= changed
+            if changed.any():
+                _recheck_white(h, p_new, before[h], changed, surfaces, moved, eps_mm)
+        check = _near_moved_pial(surfaces, before, eps_mm)
+
+
+def _recheck_white(
+    h: str, p_new: Surface, p_old: np.ndarray, changed: np.ndarray, surfaces: dict, moved: dict,
+    eps_mm: float,
+) -> None:  # fmt: skip
+    """White/pial separation of hemisphere ``h`` again, only where its pial surface moved."""
+    white = surfaces[h, "white"]
+    shift = float(np.linalg.norm(p_new.vertices - p_old, axis=1).max())
+    radius = 2 * max(longest_edge(white), longest_edge(p_new)) + shift + 2 * eps_mm
+    pts = np.concatenate([p_new.vertices[changed], p_old[changed]])
+    (near_w,) = points_near(pts, [white.vertices], radius)
+    w2, p2, _ = separate_surfaces(
+        white, p_new, eps_mm=eps_mm, check_white=near_w, check_pial=changed, full_check=False
+    )
+    moved[h, "white"] |= np.any(w2.vertices != white.vertices, axis=1)
+    moved[h, "pial"] |= np.any(p2.vertices != p_new.vertices, axis=1)
+    surfaces[h, "white"], surfaces[h, "pial"] = w2, p2
+
+
+def _near_moved_pial(
+    surfaces: dict, before: dict[str, np.ndarray], eps_mm: float
+) -> dict[str, np.ndarray | None]:
+    """Per hemisphere, the pial vertices near any pial vertex that moved since ``before``: what
+    the next pass of ``_keep_hemispheres_apart`` checks."""
+    pts = np.concatenate(
+        [
+            a[np.any(surfaces[h, "pial"].vertices != before[h], axis=1)]
+            for h in HEMIS
+            for a in (surfaces[h, "pial"].vertices, before[h])
+        ]
+    )
+    radius = 2 * max(longest_edge(surfaces[h, "pial"]) for h in HEMIS) + 4 * eps_mm
+    radius += max(
+        float(np.linalg.norm(surfaces[h, "pial"].vertices - before[h], axis=1).max()) for h in HEMIS
+    )
+    near_l, near_r = points_near(
+        pts, [surfaces["lh", "pial"].vertices, surfaces["rh", "pial"].vertices], radius
+    )
+    return {"lh": near_l, "rh": near_r}
+
+
+def _reports(
+    surfaces: dict, infos: dict, moved: dict, seconds: dict[str, float],
+    hemis: tuple[str, ...], repair: bool,
+) -> dict[tuple[str, str], SurfaceReport]:  # fmt: skip
+    """Each surface's report: topology and repair, crossings of the other kind and (with both
+    hemispheres) of the other hemisphere's pial surface, vertices moved, seconds."""
     reports: dict[tuple[str, str], SurfaceReport] = {}
     for h in hemis:
         t_r = time.perf_counter()
@@ -506,10 +543,10 @@ def surfaces_from_labels(
                         f"{rep.other_hemisphere:.3%} of the vertices inside the {o} pial surface"
                     )
             reports[h, kind] = rep
-        seconds[h] += time.perf_counter() - t_r
+        elapsed = seconds[h] + time.perf_counter() - t_r
         for kind in KINDS:
-            reports[h, kind].seconds = seconds[h]
-    return surfaces, reports
+            reports[h, kind].seconds = elapsed
+    return reports
 
 
 # --- files -------------------------------------------------------------------------------------
