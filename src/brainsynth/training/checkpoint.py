@@ -14,6 +14,10 @@ loadable. Folders are deleted (pruning, re-saving a step) by first renaming them
 leftovers are swept at the next save. ``state.pt`` holds only tensors and plain Python values, so
 it loads with ``torch.load(weights_only=True)``.
 
+An exported model (``brainsynth export``, ``training/export.py``) is a run folder whose step folder
+holds ``ema.safetensors`` (float16) and ``meta.json`` only; the paths in its config are relative to
+its run folder (:func:`path_in_run`), so that it can be moved.
+
 Verification: ``meta.json`` lists every file with its size and sha256. A step folder is *complete*
 when ``meta.json`` parses and every listed file is there with its size (cheap: ``list_checkpoints``,
 ``has_checkpoint``, ``resolve_checkpoint``); loading (``load_checkpoint``) also compares the
@@ -252,6 +256,13 @@ def find_in_run(path: str | Path, relative: str | Path, levels: int = 3) -> Path
     return None
 
 
+def path_in_run(step_dir: str | Path, value: str | Path) -> Path:
+    """A path stored in a checkpoint's config (another run, a file of the run): absolute as
+    written, or relative to the run folder of ``step_dir`` (``RUN/checkpoints/step_*``), as an
+    exported model writes them so that it can be moved."""
+    return Path(step_dir).parent.parent / value
+
+
 def read_meta(path: str | Path) -> dict:
     return _read_meta_file(resolve_checkpoint(path))
 
@@ -329,7 +340,7 @@ def load_model_for_inference(
 
 
 # -- writing --------------------------------------------------------------------------------------
-def _mkdir_hidden(root: Path, name: str) -> Path:
+def make_hidden_dir(root: Path, name: str) -> Path:
     """A new hidden folder ``.<name>.<random>`` in ``root``; mode 0777 so the umask decides
     (``tempfile.mkdtemp`` would make it 0700 and the rename would keep that)."""
     for _ in range(100):
@@ -342,10 +353,15 @@ def _mkdir_hidden(root: Path, name: str) -> Path:
     raise FileExistsError(f"cannot create a temporary folder in {root}")  # pragma: no cover
 
 
+def _trash(d: Path) -> Path:
+    """A hidden name beside ``d`` to move it to before deleting it (swept by the next save)."""
+    return d.parent / f".trash.{d.name}.{os.getpid()}.{secrets.token_hex(3)}"
+
+
 def _remove(d: Path) -> None:
     """Delete folder ``d``, renaming it out of view first: ``rmtree`` goes file by file, and a kill
     midway must not leave a visible step folder with its meta.json but without weights."""
-    trash = d.parent / f".trash.{d.name}.{os.getpid()}.{secrets.token_hex(3)}"
+    trash = _trash(d)
     try:
         d.rename(trash)
     except FileNotFoundError:
@@ -353,8 +369,24 @@ def _remove(d: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
-def _write_files(tmp: Path, step: int, weights: dict, state: dict) -> dict[str, dict]:
-    """Weights and state into ``tmp``; their ``meta["files"]`` entries (size, sha256)."""
+def file_entry(path: Path) -> dict:
+    """The ``meta["files"]`` entry of a written file: its size and sha256."""
+    return {"size": path.stat().st_size, "sha256": _sha256(path)}
+
+
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Rename the finished folder ``tmp`` to ``final``; an existing ``final`` is first renamed out
+    of view (``.trash.*``) and deleted after, so ``final`` is never seen half replaced."""
+    old = _trash(final)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+    _fsync(final.parent)
+
+
+def _write_files(tmp: Path, step: int, weights: dict, state: dict | None) -> dict[str, dict]:
+    """Weights and state (if any) into ``tmp``; their ``meta["files"]`` entries."""
     # safetensors creates its files 0600 whatever the umask; give them what open() would give:
     # 0666 & ~umask, i.e. the mode of the folder (made with 0777 & ~umask) without the x bits
     file_mode = stat.S_IMODE(tmp.stat().st_mode) & 0o666
@@ -364,16 +396,17 @@ def _write_files(tmp: Path, step: int, weights: dict, state: dict) -> dict[str, 
         save_file(_cpu_copies(sd), str(path), metadata={"step": str(step), "format": "pt"})
         os.chmod(path, file_mode)
         paths.append(path)
-    torch.save(state, tmp / "state.pt")
-    paths.append(tmp / "state.pt")
-    return {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in paths}
+    if state is not None:
+        torch.save(state, tmp / "state.pt")
+        paths.append(tmp / "state.pt")
+    return {p.name: file_entry(p) for p in paths}
 
 
 def save_checkpoint(
     run_dir: str | Path,
     step: int,
     weights: dict[str, dict[str, torch.Tensor]],
-    state: dict,
+    state: dict | None,
     config: dict,
     keep: int = 2,
     extra_meta: dict | None = None,
@@ -381,14 +414,15 @@ def save_checkpoint(
     """Write ``RUN/checkpoints/step_<step>/`` atomically and point ``latest`` at it.
 
     ``weights``: {"model": state_dict, "ema": state_dict, ...}, one safetensors file each;
-    ``state``: what resuming needs (``torch.save``); ``config``: the resolved config (JSON-able).
+    ``state``: what resuming needs (``torch.save``; None: no ``state.pt``, a folder for inference
+    only); ``config``: the resolved config (JSON-able).
     Keeps the newest ``keep`` step folders.
     """
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     name = step_dir_name(step)
     final = root / name
-    tmp = _mkdir_hidden(root, name)
+    tmp = make_hidden_dir(root, name)
     try:
         meta = {
             "format": FORMAT,
@@ -404,14 +438,7 @@ def save_checkpoint(
         for f in tmp.iterdir():
             _fsync(f)
         _fsync(tmp)
-        if final.exists():  # re-saving a step (e.g. a resumed run that was already finished)
-            old = root / f".trash.{name}.{os.getpid()}.{secrets.token_hex(3)}"
-            final.rename(old)
-            tmp.rename(final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(final)
-        _fsync(root)
+        replace_dir(tmp, final)  # re-saving a step: e.g. a resumed run that was already finished
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
