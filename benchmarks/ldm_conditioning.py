@@ -186,14 +186,15 @@ def main() -> None:
 
     from brainsynth.methods.ldm import config_from_meta
     from brainsynth.methods.ldm.sample import sample_ldm
-    from brainsynth.training.checkpoint import load_checkpoint
+    from brainsynth.training.checkpoint import load_checkpoint, path_in_run
 
     prior = coef = None
     if args.real is not None:
-        run_meta = load_checkpoint(args.run, names=(), with_state=False)["meta"]["config"]
+        ck = load_checkpoint(args.run, names=(), with_state=False)
+        run_meta = ck["meta"]["config"]
         ds = config_from_meta(run_meta).data.downsample
         prior = ventricle_prior(args.real, ds)
-        real = measure_real(args.real, ds, prior, Path(run_meta["ae_dir"]))
+        real = measure_real(args.real, ds, prior, path_in_run(ck["dir"], run_meta["ae_dir"]))
         correlations(real, "real")
         print_r(real, "real ventricles vs dark volume in the prior")
         coef = calibration(real)

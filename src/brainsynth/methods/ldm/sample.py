@@ -33,7 +33,7 @@ from brainsynth.methods.ldm.train import (
 )
 from brainsynth.nn.layout import set_memory_format
 from brainsynth.sampling import batch_progress, ddim_sample, guided
-from brainsynth.training.checkpoint import load_checkpoint
+from brainsynth.training.checkpoint import load_checkpoint, path_in_run
 from brainsynth.viz import montage
 
 
@@ -123,8 +123,11 @@ def sample_ldm(
     norm = CovariateNormaliser.from_dict(meta["covariate_normaliser"])
     rng = np.random.default_rng(seed)
     covs = fill_covariates(covariates, meta["training_covariates"], norm, n, rng)
-    ae, _, _ = load_autoencoder(Path(meta["ae_dir"]), device)
-    norm_z = LatentNorm.load(meta.get("latent_norm"), meta["scale_factor"])
+    ae, _, _ = load_autoencoder(path_in_run(ck["dir"], meta["ae_dir"]), device)
+    norm_file = meta.get("latent_norm")
+    norm_z = LatentNorm.load(
+        None if norm_file is None else path_in_run(ck["dir"], norm_file), meta["scale_factor"]
+    )
     model = build_denoiser(cfg)
     model.load_state_dict(ck["ema"])
     set_memory_format(model.to(device).eval(), device, cfg.train_diffusion.memory_format)
