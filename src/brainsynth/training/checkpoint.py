@@ -14,7 +14,7 @@ loadable. Folders are deleted (pruning, re-saving a step) by first renaming them
 leftovers are swept at the next save. ``state.pt`` holds only tensors and plain Python values, so
 it loads with ``torch.load(weights_only=True)``.
 
-An exported model (``brainsynth export``, ``training/export.py``) is a run folder whose step folder
+An exported model (``brainsynth export``, ``brainsynth/export.py``) is a run folder whose step folder
 holds ``ema.safetensors`` (float16) and ``meta.json`` only; the paths in its config are relative to
 its run folder (:func:`path_in_run`), so that it can be moved.
 
