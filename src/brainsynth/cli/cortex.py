@@ -15,6 +15,7 @@ from brainsynth.cli.options import (
     SET,
     check_run_dir,
     existing,
+    resolve_ckpt,
     resolve_device,
 )
 from brainsynth.cli.sample import ETA, SEED, STEPS, N
@@ -49,7 +50,7 @@ def train_cortex(
 
 
 def sample_cortex(
-    ckpt: Path = typer.Option(..., "--ckpt", help="cortex run folder"),
+    ckpt: Path = typer.Option(..., "--ckpt", help="cortex run folder or model name"),
     surfaces: Path = SURFACES,
     out: Path = typer.Option(..., "--out", help="folder for T1w, S_c, montage, samples.tsv"),
     n: int = N,
@@ -65,7 +66,7 @@ def sample_cortex(
 
     with progress_bar(f"sample {n}") as progress:
         paths = sample(
-            existing(ckpt, "cortex run"), existing(surfaces, "surface folder"), out, n=n,
+            resolve_ckpt(ckpt, "cortex run"), existing(surfaces, "surface folder"), out, n=n,
             steps=steps, eta=eta, seed=seed, device=resolve_device(device), progress=progress,
             overwrite=overwrite,
         )  # fmt: skip
@@ -73,7 +74,7 @@ def sample_cortex(
 
 
 def atrophy_cmd(
-    ckpt: Path = typer.Option(..., "--ckpt", help="cortex run folder"),
+    ckpt: Path = typer.Option(..., "--ckpt", help="cortex run folder or model name"),
     surfaces: Path = SURFACES,
     mm: float = typer.Option(..., "--mm", help="cortical thinning in mm (pial moved inward)"),
     out: Path = typer.Option(..., "--out", help="output folder"),
@@ -102,7 +103,7 @@ def atrophy_cmd(
     from brainsynth.methods.cortex.atrophy import atrophy_pair
 
     written = atrophy_pair(
-        existing(ckpt, "cortex run"), existing(surfaces, "surface folder"), out, mm,
+        resolve_ckpt(ckpt, "cortex run"), existing(surfaces, "surface folder"), out, mm,
         steps=steps, seed=seed, region=region,
         region_map=None if region_map is None else existing(region_map, "region map"),
         taper_rings=taper, device=resolve_device(device), overwrite=overwrite,

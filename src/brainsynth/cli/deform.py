@@ -14,6 +14,7 @@ from brainsynth.cli.options import (
     SET,
     check_run_dir,
     existing,
+    resolve_ckpt,
     resolve_device,
 )
 from brainsynth.cli.sample import ETA, SEED, STEPS, N
@@ -51,7 +52,9 @@ def train_deform(
 
 
 def sample_deform(
-    ckpt: Path = typer.Option(..., "--ckpt", help="deform run folder (both stages trained)"),
+    ckpt: Path = typer.Option(
+        ..., "--ckpt", help="deform run folder (both stages trained) or model name"
+    ),
     out: Path = typer.Option(
         ..., "--out", help="folder for T1w, dseg, field, montage, samples.tsv"
     ),
@@ -68,14 +71,16 @@ def sample_deform(
 
     with progress_bar(f"sample {n} fields") as progress:
         paths = sample(
-            existing(ckpt, "deform run"), out, n=n, steps=steps, eta=eta, seed=seed,
+            resolve_ckpt(ckpt, "deform run"), out, n=n, steps=steps, eta=eta, seed=seed,
             device=resolve_device(device), progress=progress, overwrite=overwrite,
         )  # fmt: skip
     typer.echo(f"{len(paths)} scans with labels in {out} (montage.png, samples.tsv)")
 
 
 def register_pair(
-    ckpt: Path = typer.Option(..., "--ckpt", help="deform run folder (stage register trained)"),
+    ckpt: Path = typer.Option(
+        ..., "--ckpt", help="deform run folder (stage register trained) or model name"
+    ),
     moving: Path = typer.Option(..., "--moving", help="moving scan (skull-stripped NIfTI)"),
     fixed: Path = typer.Option(..., "--fixed", help="fixed scan: the output space"),
     out: Path = typer.Option(..., "--out", help="output folder"),
@@ -97,7 +102,7 @@ def register_pair(
     except ValueError as e:
         raise InputError(None, f"--eta must be numbers separated by commas, got {eta!r}") from e
     files = register(
-        existing(ckpt, "deform run"), existing(moving, "moving scan"),
+        resolve_ckpt(ckpt, "deform run"), existing(moving, "moving scan"),
         existing(fixed, "fixed scan"), out, labels=labels, fixed_labels=fixed_labels,
         etas=etas, affine=not no_affine, device=resolve_device(device), overwrite=overwrite,
     )  # fmt: skip

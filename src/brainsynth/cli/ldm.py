@@ -15,6 +15,7 @@ from brainsynth.cli.options import (
     SET,
     check_run_dir,
     existing,
+    resolve_ckpt,
     resolve_device,
 )
 from brainsynth.cli.sample import ETA, SEED, STEPS, N
@@ -55,7 +56,9 @@ def train_ldm(
 
 
 def sample_ldm(
-    ckpt: Path = typer.Option(..., "--ckpt", help="diffusion run folder (or a checkpoint in it)"),
+    ckpt: Path = typer.Option(
+        ..., "--ckpt", help="diffusion run folder (or a checkpoint in it) or model name"
+    ),
     out: Path = typer.Option(
         ..., "--out", help="folder for NIfTI samples, samples.tsv, montage.png"
     ),
@@ -89,7 +92,7 @@ def sample_ldm(
     }
     with progress_bar(f"sample {n} volumes") as progress:
         paths = run(
-            existing(ckpt, "checkpoint"),
+            resolve_ckpt(ckpt, "checkpoint"),
             cov,
             n,
             out,

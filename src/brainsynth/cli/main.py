@@ -31,6 +31,7 @@ _COMMAND_MODULES = (
     "evaluate",
     "demo",
     "bench",
+    "models",
 )
 
 

@@ -36,6 +36,22 @@ def existing(path: Path, what: str) -> Path:
     return path
 
 
+def resolve_ckpt(value: Path, what: str) -> Path:
+    """A ``--ckpt``/``--prior`` value: the path when it exists, else the model of that name
+    (``brainsynth models``); neither is an InputError naming the path and the models there are."""
+    from brainsynth.errors import InputError
+    from brainsynth.models import find_model, list_models, models_dir
+
+    if value.exists():
+        return value
+    model = find_model(str(value))
+    if model is not None:
+        return model
+    names = ", ".join(m.name for m in list_models())
+    there = f"models in {models_dir()}: {names}" if names else f"no models in {models_dir()}"
+    raise InputError(value, f"{what} not found, neither a path nor a model name ({there})")
+
+
 def check_run_dir(out: Path, resume: bool) -> Path:
     """A training ``--out``, checked before any data is read: a writable folder (created), and one
     that holds no checkpoints unless the run is resumed."""

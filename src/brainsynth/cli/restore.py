@@ -16,13 +16,16 @@ from brainsynth.cli.options import (
     POSITIVE,
     existing,
     number,
+    resolve_ckpt,
     resolve_device,
 )
 from brainsynth.cli.sample import ETA, SEED, STEPS, N
 
 
 def sample_restore(
-    ckpt: Path = typer.Option(..., "--ckpt", help="prior run folder (or a step_* folder in it)"),
+    ckpt: Path = typer.Option(
+        ..., "--ckpt", help="prior run folder (or a step_* folder in it) or model name"
+    ),
     out: Path = typer.Option(..., "--out", help="folder for the NIfTI samples and montage.png"),
     n: int = N,
     steps: int = STEPS,
@@ -37,7 +40,7 @@ def sample_restore(
 
     with progress_bar(f"sample {n} volumes") as progress:
         paths = sample(
-            existing(ckpt, "checkpoint"),
+            resolve_ckpt(ckpt, "checkpoint"),
             out,
             n=n,
             steps=steps,
@@ -52,7 +55,7 @@ def sample_restore(
 
 def restore_scans(
     prior: Path = typer.Option(
-        ..., "--prior", help="restore prior run folder (or a step_* folder)"
+        ..., "--prior", help="restore prior run folder (or a step_* folder) or model name"
     ),
     input: Path = typer.Option(..., "--input", help="a NIfTI scan, a folder of them, or BIDS"),
     task: str = typer.Option(..., "--task", help="superres | bias | inpaint | refine"),
@@ -137,7 +140,7 @@ def restore_scans(
     }
     with progress_bar(f"restore ({task})") as progress:
         rows = restore(
-            existing(prior, "prior"),
+            resolve_ckpt(prior, "prior"),
             input,
             out,
             opts,

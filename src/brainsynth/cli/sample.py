@@ -11,11 +11,13 @@ from pathlib import Path
 
 import typer
 
-from brainsynth.cli.options import COUNT, NON_NEGATIVE, OVERWRITE, UNIT
+from brainsynth.cli.options import COUNT, NON_NEGATIVE, OVERWRITE, UNIT, resolve_ckpt
 
 sample_app = typer.Typer(help="Generate volumes from a trained method.", no_args_is_help=True)
 
-CKPT = typer.Option(..., "--ckpt", help="run folder (its latest checkpoint) or a step_* folder")
+CKPT = typer.Option(
+    ..., "--ckpt", help="run folder (its latest checkpoint), a step_* folder or a model name"
+)
 OUT = typer.Option(..., "--out", help="output folder")
 N = typer.Option(4, "-n", help="number of samples", callback=COUNT)
 SEED = typer.Option(0, "--seed", help="seed of the initial noise", callback=NON_NEGATIVE)
@@ -69,7 +71,7 @@ def sample_toy(
         raise InputError(None, f"--sampler must be ddim or ddpm, got {sampler!r}")
     with progress_bar() as progress:
         paths = toy.sample(
-            ckpt,
+            resolve_ckpt(ckpt, "checkpoint"),
             out,
             n=n,
             steps=steps,
