@@ -1,5 +1,6 @@
-"""Fixtures of the restore tests: a tiny prepared cache (4 synthetic heads, 2 mm, 16 x 20 x 16)
-and a tiny prior trained on it (``configs/restore_tiny.yaml``, 4 steps)."""
+"""Fixtures of the method tests: a tiny prepared cache (4 synthetic heads, 2 mm, 16 x 20 x 16),
+a tiny restore prior trained on it (``configs/restore_tiny.yaml``, 4 steps) and a tiny deform
+run (``configs/deform_tiny.yaml``, both stages), each trained once per session."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from brainsynth.io import Volume, write_volume
 
 REPO = Path(__file__).resolve().parents[2]
 RESTORE_TINY = REPO / "configs" / "restore_tiny.yaml"
+DEFORM_TINY = REPO / "configs" / "deform_tiny.yaml"
 RESTORE_CACHE_SHAPE = (16, 20, 16)  # 2 mm; the tiny config pools by 2 -> 8 x 10 x 8 at 4 mm
 
 
@@ -49,3 +51,15 @@ def tiny_prior(restore_cache, tmp_path_factory) -> Path:
 
     cfg = load_config(restore.RestoreConfig, RESTORE_TINY)
     return restore.train(cfg, restore_cache, tmp_path_factory.mktemp("prior") / "run", "cpu")
+
+
+@pytest.fixture(scope="session")
+def deform_run(restore_cache, tmp_path_factory) -> Path:
+    from brainsynth.config import load_config
+    from brainsynth.methods import deform
+
+    cfg = load_config(deform.DeformConfig, DEFORM_TINY)
+    run = tmp_path_factory.mktemp("deform") / "run"
+    deform.train(cfg, restore_cache, run, "cpu", stage="register")
+    deform.train(cfg, restore_cache, run, "cpu", stage="fields")
+    return run

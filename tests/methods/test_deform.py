@@ -39,14 +39,6 @@ def test_pool_labels_and_majority_vote():
     assert majority_vote(maps).tolist() == [[2, 2], [2, 2]]
 
 
-@pytest.fixture(scope="module")
-def deform_run(restore_cache, tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("deform") / "run"
-    deform.train(_cfg(), restore_cache, run, "cpu", stage="register")
-    deform.train(_cfg(), restore_cache, run, "cpu", stage="fields")
-    return run
-
-
 def test_training_writes_template_both_stages_and_resumes(deform_run, restore_cache, tmp_path):
     t1, dseg = deform.load_template(deform_run)
     assert dseg is not None and t1.shape == dseg.shape == (8, 10, 8)
