@@ -159,6 +159,29 @@ def test_atrophy_pair_differs_only_where_the_cortex_thinned(cortex_run, tmp_path
     assert len(cortex.read_surfaces(tmp_path / "a" / "surfaces")) == 4
 
 
+def test_exported_model_samples_by_name_like_the_run(cortex_run, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from brainsynth.cli.main import app
+    from brainsynth.io import read_volume
+
+    runner = CliRunner()
+    monkeypatch.setenv("BRAINSYNTH_MODELS", str(tmp_path / "models"))
+    r = runner.invoke(app, ["export", "--run", str(cortex_run), "--name", "cortex-tiny"])
+    assert r.exit_code == 0, r.output
+    info = json.loads((tmp_path / "models" / "cortex-tiny" / "model.json").read_text())
+    assert info["method"] == "cortex" and info["grid"] == {"shape": [16, 14, 14], "spacing": 4.0}
+    assert not any(f.startswith("shapes/") for f in info["files"])  # training data stays behind
+    folder = next(p for p in (cortex_run / "shapes").iterdir() if p.is_dir())
+    vols = []
+    for ckpt, out in ((str(cortex_run), "a"), ("cortex-tiny", "b")):
+        r = runner.invoke(app, ["sample", "cortex", "--ckpt", ckpt, "--surfaces", str(folder),
+                                "--out", str(tmp_path / out), "-n", "1", "--steps", "2"])  # fmt: skip
+        assert r.exit_code == 0, r.output
+        vols.append(read_volume(next((tmp_path / out).glob("*_T1w.nii.gz"))).data)
+    assert np.abs(vols[0] - vols[1]).max() < 0.02  # float16 weights: the same volume
+
+
 # --- baselines and ablation: the same method with model.kind / data.channels switched ------------
 
 VARIANTS = {
