@@ -29,6 +29,15 @@ def shared_data() -> Path:
     return data
 
 
+@pytest.fixture
+def models(tmp_path, monkeypatch) -> Path:
+    """An empty models folder for ``brainsynth export``/``models`` and model names (set as
+    BRAINSYNTH_MODELS), so that no test writes to or reads the repository's models/."""
+    root = tmp_path / "models"
+    monkeypatch.setenv("BRAINSYNTH_MODELS", str(root))
+    return root
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)

@@ -21,13 +21,6 @@ REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 
 
-@pytest.fixture
-def models(tmp_path, monkeypatch) -> Path:
-    root = tmp_path / "models"
-    monkeypatch.setenv("BRAINSYNTH_MODELS", str(root))
-    return root
-
-
 def _fake(root: Path, name: str, card: str | None = None, **info) -> Path:
     """A model folder with only a model.json (and a card): enough to list and find it."""
     folder = root / name

@@ -159,17 +159,16 @@ def test_atrophy_pair_differs_only_where_the_cortex_thinned(cortex_run, tmp_path
     assert len(cortex.read_surfaces(tmp_path / "a" / "surfaces")) == 4
 
 
-def test_exported_model_samples_by_name_like_the_run(cortex_run, tmp_path, monkeypatch):
+def test_exported_model_samples_by_name_like_the_run(cortex_run, models, tmp_path):
     from typer.testing import CliRunner
 
     from brainsynth.cli.main import app
     from brainsynth.io import read_volume
 
     runner = CliRunner()
-    monkeypatch.setenv("BRAINSYNTH_MODELS", str(tmp_path / "models"))
     r = runner.invoke(app, ["export", "--run", str(cortex_run), "--name", "cortex-tiny"])
     assert r.exit_code == 0, r.output
-    info = json.loads((tmp_path / "models" / "cortex-tiny" / "model.json").read_text())
+    info = json.loads((models / "cortex-tiny" / "model.json").read_text())
     assert info["method"] == "cortex" and info["grid"] == {"shape": [16, 14, 14], "spacing": 4.0}
     assert not any(f.startswith("shapes/") for f in info["files"])  # training data stays behind
     folder = next(p for p in (cortex_run / "shapes").iterdir() if p.is_dir())

@@ -22,13 +22,6 @@ REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 
 
-@pytest.fixture
-def models(tmp_path, monkeypatch) -> Path:
-    root = tmp_path / "models"
-    monkeypatch.setenv("BRAINSYNTH_MODELS", str(root))
-    return root
-
-
 def _ok(result) -> None:
     if result.exit_code != 0:
         raise AssertionError(f"{result.output}\n{result.exception!r}") from result.exception
