@@ -42,6 +42,7 @@ from brainsynth.training.checkpoint import (
     path_in_run,
     read_meta,
     replace_dir,
+    save_checkpoint,
 )
 
 RUN_FILES = ("config.yaml", "log.jsonl")  # carried from every trainer run
@@ -114,8 +115,12 @@ def plan(run: str | Path) -> Plan:
         raise InputError(run, "a deform stage folder: export the run folder above it")
     if method == "ldm":
         return _plan_ldm(run)
-    files = {"template.nii.gz": run / "template.nii.gz"} if method == "restore" else {}
-    return Plan(method, [Part("", run)], {k: v for k, v in files.items() if v.is_file()})
+    if method == "restore":  # the fixed image of ``restore --align affine``
+        from brainsynth.methods.restore.prior import TEMPLATE
+
+        if (run / TEMPLATE).is_file():
+            return Plan(method, [Part("", run)], {TEMPLATE: run / TEMPLATE})
+    return Plan(method, [Part("", run)], {})
 
 
 def half(weights: dict[str, torch.Tensor], where: Path) -> dict[str, torch.Tensor]:
@@ -133,7 +138,6 @@ def half(weights: dict[str, torch.Tensor], where: Path) -> dict[str, torch.Tenso
 def _export_part(part: Part, dst: Path) -> dict:
     """Write ``part`` into ``dst`` (module notes); its step and parameter count."""
     from brainsynth.config import dump_yaml
-    from brainsynth.training.checkpoint import save_checkpoint
 
     ck = load_checkpoint(part.src, names=("ema",), with_state=False)
     meta = ck["meta"]
