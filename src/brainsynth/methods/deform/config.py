@@ -22,8 +22,18 @@ class DeformData:
     affine_iterations: int = 1
     # Also learn the left-right mirror of every aligned training image.
     mirror: bool = True
+    # The template: "built" (the affine mean of the training split, labels by majority vote),
+    # "mni152" (nilearn's MNI152 2009 with tissue labels) or a skull-stripped T1w NIfTI path (its
+    # *_dseg beside it if any): methods/deform/given.py.
+    template: str = "built"
 
     def __post_init__(self) -> None:
+        if self.template not in ("built", "mni152") and not self.template.endswith(
+            (".nii", ".nii.gz")
+        ):
+            raise ValueError(
+                f"template must be built, mni152 or a .nii/.nii.gz path, got {self.template!r}"
+            )
         if self.downsample < 1:
             raise ValueError(f"downsample must be >= 1, got {self.downsample}")
         if self.affine_iterations < 0:

@@ -148,13 +148,29 @@ def align_split(
 
 
 def build_template(
-    cache: str | Path, downsample: int, iterations: int, out: Path, progress=None
+    cache: str | Path,
+    downsample: int,
+    iterations: int,
+    out: Path,
+    progress=None,
+    given: str = "built",
 ) -> tuple[Volume, Volume | None, Aligned]:
-    """The affine template of the training split (see the module notes), written to
-    ``out/template/``; returns (template, its labels or None, the aligned training subjects)."""
+    """The affine template of the training split (see the module notes), or the ``given`` one
+    ("mni152" or a path: ``given.given_template``) with the training split aligned to it, written
+    to ``out/template/``; returns (template, its labels or None, the aligned training subjects)."""
     cache, folder = Path(cache), Path(out) / FOLDER
     folder.mkdir(parents=True, exist_ok=True)
-    affine, _ = pooled_grid(cache, downsample)
+    affine, shape = pooled_grid(cache, downsample)
+    if given != "built":
+        from brainsynth.methods.deform.given import given_template
+
+        template, dseg = given_template(given, affine, shape)
+        aligned = align_split(cache, "train", downsample, template, progress)
+        write_volume(template, folder / T1W)
+        if dseg is not None:
+            write_volume(dseg, folder / DSEG)
+        aligned.save(folder / "aligned_train.pt")
+        return template, dseg, aligned
     subjects = list(_subjects(cache, "train", downsample))
     if not subjects:
         raise InputError(cache, "the cache has no training subjects")

@@ -99,7 +99,8 @@ def train_register(cfg: DeformConfig, data: Path, out: Path, device, resume: boo
     out = Path(out)
     aligned_path = out / FOLDER / "aligned_train.pt"
     if not (aligned_path.is_file() and (out / FOLDER / "template_T1w.nii.gz").is_file()):
-        build_template(data, cfg.data.downsample, cfg.data.affine_iterations, out)
+        build_template(data, cfg.data.downsample, cfg.data.affine_iterations, out,
+                       given=cfg.data.template)  # fmt: skip
     # always the stored copies (uint8 images): a resumed run trains on exactly the same data
     template, _ = load_template(out)
     aligned = Aligned.load(aligned_path)
