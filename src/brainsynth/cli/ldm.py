@@ -10,7 +10,6 @@ import typer
 from brainsynth.cli.options import (
     CONFIG,
     DEVICE,
-    NON_NEGATIVE,
     OVERWRITE,
     SET,
     check_run_dir,
@@ -18,7 +17,7 @@ from brainsynth.cli.options import (
     resolve_ckpt,
     resolve_device,
 )
-from brainsynth.cli.sample import ETA, SEED, STEPS, N
+from brainsynth.cli.sample import AGE, BRAIN, ETA, GUIDANCE, SEED, SEX, STEPS, VENTRICLES, N
 
 
 def train_ldm(
@@ -63,33 +62,22 @@ def sample_ldm(
         ..., "--out", help="folder for NIfTI samples, samples.tsv, montage.png"
     ),
     n: int = N,
-    age: float = typer.Option(None, "--age", help="years"),
-    sex: str = typer.Option(None, "--sex", help="M or F"),
-    ventricles: float = typer.Option(None, "--ventricles", help="ventricular volume, mm^3"),
-    brain: float = typer.Option(None, "--brain", help="brain volume, mm^3"),
+    age: float = AGE,
+    sex: str = SEX,
+    ventricles: float = VENTRICLES,
+    brain: float = BRAIN,
     steps: int = STEPS,
-    guidance: float = typer.Option(
-        None,
-        "--guidance",
-        help="classifier-free guidance scale (0: unconditional, 1: none)",
-        callback=NON_NEGATIVE,
-    ),
+    guidance: float = GUIDANCE,
     eta: float = ETA,
     seed: int = SEED,
     device: str = DEVICE,
     overwrite: bool = OVERWRITE,
 ) -> None:
     """Generate T1w volumes with the given traits; missing ones are drawn from the training set."""
-    from brainsynth.cli.sample import progress_bar
-    from brainsynth.data.covariates import sex_code
+    from brainsynth.cli.sample import covariate_request, progress_bar
     from brainsynth.methods.ldm.sample import sample_ldm as run
 
-    cov: dict[str, float | None] = {
-        "age": age,
-        "sex": None if sex is None else sex_code(sex),
-        "ventricle_volume": ventricles,
-        "brain_volume": brain,
-    }
+    cov = covariate_request(age, sex, ventricles, brain)
     with progress_bar(f"sample {n} volumes") as progress:
         paths = run(
             resolve_ckpt(ckpt, "checkpoint"),

@@ -1,7 +1,8 @@
 """``brainsynth sample METHOD ...``: one subcommand per method.
 
 A method with its own options (``ldm --age --sex``) adds a command in its cli module
-(``sample_app.command("ldm")(...)``); :func:`progress_bar` gives the sampler callback.
+(``sample_app.command("ldm")(...)``); :func:`progress_bar` gives the sampler callback, the
+covariate options and :func:`covariate_request` are shared by the conditioned methods.
 """
 
 from __future__ import annotations
@@ -26,6 +27,32 @@ STEPS = typer.Option(
 )
 ETA = typer.Option(None, "--eta", help="DDIM eta in [0, 1] (0: deterministic)", callback=UNIT)
 DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda")
+# The covariates of a conditioned method (``ldm``, a conditioned ``deform``) and its guidance.
+AGE = typer.Option(None, "--age", help="years")
+SEX = typer.Option(None, "--sex", help="M or F")
+VENTRICLES = typer.Option(None, "--ventricles", help="ventricular volume, mm^3")
+BRAIN = typer.Option(None, "--brain", help="brain volume, mm^3")
+GUIDANCE = typer.Option(
+    None,
+    "--guidance",
+    help="classifier-free guidance scale (0: unconditional, 1: none)",
+    callback=NON_NEGATIVE,
+)
+
+
+def covariate_request(
+    age: float | None, sex: str | None, ventricles: float | None, brain: float | None
+) -> dict[str, float | None]:
+    """The ``--age --sex --ventricles --brain`` values by covariate name (sex coded F=0, M=1;
+    None where not given)."""
+    from brainsynth.data.covariates import sex_code
+
+    return {
+        "age": age,
+        "sex": None if sex is None else sex_code(sex),
+        "ventricle_volume": ventricles,
+        "brain_volume": brain,
+    }
 
 
 @contextmanager

@@ -1,4 +1,5 @@
-"""Losses of the two latent-diffusion stages, as ``loss_fn(model, batch, generator)``."""
+"""Losses of the two latent-diffusion stages, as ``loss_fn(model, batch, generator)``: the
+autoencoder's here, the conditioned denoising loss in ``methods.conditioning``."""
 
 from __future__ import annotations
 
@@ -10,10 +11,8 @@ from monai.networks.nets import AutoencoderKL, PatchDiscriminator
 from torch import nn
 from torch.func import functional_call
 
-from brainsynth.diffusion.base import Cond
-from brainsynth.diffusion.gaussian import GaussianProcess
+from brainsynth.methods.conditioning import diffusion_loss, make_cond
 from brainsynth.nn.autoencoder import kl_divergence
-from brainsynth.training.losses import diffusion_loss as engine_diffusion_loss
 
 
 class AEWithDiscriminator(nn.Module):
@@ -66,35 +65,4 @@ def ae_loss(
     return loss_fn
 
 
-def diffusion_loss(
-    process: GaussianProcess,
-    conditioning: str,
-    cond_dropout: float,
-    min_snr_gamma: float | None = None,
-):
-    """The engine's denoising loss on ``batch["latent"]``, conditioned on ``batch["covariates"]``
-    (make_cond), with condition dropout and optional Min-SNR-gamma weights."""
-
-    def cond_fn(batch: dict) -> Cond:
-        return make_cond(batch["covariates"], conditioning, batch["latent"].shape[2:])
-
-    return engine_diffusion_loss(
-        process,
-        key="latent",
-        cond_fn=cond_fn,
-        cond_dropout=cond_dropout,
-        min_snr_gamma=min_snr_gamma,
-    )
-
-
-def make_cond(cov: torch.Tensor, conditioning: str, spatial: tuple[int, ...]) -> Cond:
-    """Covariates (B, K) -> Cond: context for cross-attention and/or constant concat channels."""
-    context = cov if conditioning in ("crossattn", "both") else None
-    concat = None
-    if conditioning in ("concat", "both"):
-        concat = (
-            torch.nan_to_num(cov)
-            .reshape(*cov.shape, *([1] * len(spatial)))
-            .expand(*cov.shape, *spatial)
-        )
-    return Cond(concat, context)
+__all__ = ["AEWithDiscriminator", "ae_loss", "diffusion_loss", "make_cond"]

@@ -1,29 +1,27 @@
-"""Sampling from a trained latent diffusion run: covariates in natural units -> NIfTI + montage."""
+"""Sampling from a trained latent diffusion run: covariates in natural units -> NIfTI + montage
+(requests checked and completed by ``methods.conditioning.fill_covariates``)."""
 
 from __future__ import annotations
 
 import csv
 import io
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from brainsynth.data.covariates import (
-    COVARIATES,
-    CovariateNormaliser,
-    check_names,
-    format_value,
-    implausible,
-    parse_value,
-)
+from brainsynth.data.covariates import COVARIATES, CovariateNormaliser
 from brainsynth.data.prepare import reference_affine
 from brainsynth.errors import InputError
 from brainsynth.io import Volume, write_text_atomic, write_volume
 from brainsynth.io.outdir import claim_output_dir
+from brainsynth.methods.conditioning import (
+    covariate_vectors,
+    fill_covariates,
+    make_cond,
+    table_value,
+)
 from brainsynth.methods.ldm.data import LatentNorm, crop_to
-from brainsynth.methods.ldm.losses import make_cond
 from brainsynth.methods.ldm.train import (
     build_denoiser,
     build_process,
@@ -35,59 +33,6 @@ from brainsynth.nn.layout import set_memory_format
 from brainsynth.sampling import batch_progress, ddim_sample, guided
 from brainsynth.training.checkpoint import load_checkpoint, path_in_run
 from brainsynth.viz import montage
-
-
-def fill_covariates(
-    given: dict[str, float | None],
-    rows: list[dict],
-    norm: CovariateNormaliser,
-    n: int,
-    rng: np.random.Generator,
-) -> list[dict[str, float]]:
-    """Complete missing covariates by sampling training subjects, weighted by how close they are to
-    the given ones (Gaussian kernel, bandwidth 0.5 SD): a crude conditional p(missing | given)."""
-    check_names(given)
-    parsed = {k: parse_value(k, v) for k, v in given.items()}  # NaN, "n/a": missing
-    known = {k: v for k, v in parsed.items() if v is not None}
-    for k, v in known.items():  # the table's plausible ranges hold for requests too
-        problem = implausible(k, v)
-        if problem is not None:
-            raise InputError(None, f"requested {k}: {problem}")
-    _warn_outside(known, rows)
-    out = []
-    for _ in range(n):
-        if len(known) == len(COVARIATES):
-            out.append(dict(known))
-            continue
-        d2 = np.zeros(len(rows))
-        for k, v in known.items():
-            col = np.array([np.nan if r[k] is None else r[k] for r in rows], dtype=float)
-            scale = 1.0 if k == "sex" else norm.std[k]
-            d2 += np.nan_to_num((col - v) / scale, nan=3.0) ** 2
-        w = np.exp(-d2 / (2 * 0.5**2))
-        pick = (
-            rows[int(rng.choice(len(rows), p=w / w.sum()))]
-            if w.sum() > 0
-            else rows[int(rng.integers(len(rows)))]
-        )
-        filled = {k: known.get(k, pick[k]) for k in COVARIATES}
-        for k in COVARIATES:  # a training subject with a missing value: the training mean
-            if filled[k] is None:
-                filled[k] = norm.sex_fraction_male if k == "sex" else norm.mean[k]
-        out.append(filled)
-    return out
-
-
-def _warn_outside(known: dict, rows: list[dict]) -> None:
-    """A warning for each requested covariate outside the training subjects' range."""
-    for k, v in known.items():
-        col = [r[k] for r in rows if r.get(k) is not None]
-        if k != "sex" and col and not min(col) <= v <= max(col):
-            warnings.warn(
-                f"requested {k} {v:g} is outside the training range [{min(col):g}, {max(col):g}]:"
-                " the model extrapolates",
-                stacklevel=3,
-            )
 
 
 def sample_ldm(
@@ -143,7 +88,7 @@ def sample_ldm(
     for start in range(0, n, batch_size):
         chunk = covs[start : start + batch_size]
         overall = batch_progress(progress, start // batch_size, n_batches)
-        vec = torch.from_numpy(np.stack([norm.transform(c) for c in chunk])).to(device)
+        vec = covariate_vectors(norm, chunk).to(device)
         z_T = torch.randn((len(chunk), *z_shape), generator=g).to(device)
         cond = make_cond(vec, cfg.diffusion.conditioning, z_shape[1:])
         z = ddim_sample(
@@ -171,18 +116,10 @@ def _title(i: int, c: dict) -> str:
 OWNED = ("sample_*_T1w.nii.gz", "samples.tsv", "montage.png")  # what --overwrite may replace
 
 
-def _table_value(name: str, value: float) -> str:
-    """Sex as M/F like the inputs (a training-set fraction, used when a subject's sex is missing,
-    stays a number); the rest as numbers."""
-    if name == "sex" and value in (0.0, 1.0):
-        return format_value(name, value)
-    return f"{value:.6g}"
-
-
 def _write_table(path: Path, paths: list[Path], covs: list[dict]) -> None:
     buf = io.StringIO()
     w = csv.writer(buf, delimiter="\t")
     w.writerow(["file", *COVARIATES])
     for p, c in zip(paths, covs, strict=True):
-        w.writerow([p.name, *(_table_value(k, c[k]) for k in COVARIATES)])
+        w.writerow([p.name, *(table_value(k, c[k]) for k in COVARIATES)])
     write_text_atomic(path, buf.getvalue())

@@ -22,6 +22,7 @@ from brainsynth.data.covariates import COVARIATES
 from brainsynth.diffusion.gaussian import GaussianProcess
 from brainsynth.errors import InputError
 from brainsynth.io import write_text_atomic
+from brainsynth.methods.conditioning import training_rows
 from brainsynth.methods.ldm.config import LDMConfig
 from brainsynth.methods.ldm.data import (
     ImageSet,
@@ -205,7 +206,7 @@ def train_diffusion(
     norm = LatentNorm.fit(lat, cfg.diffusion.center, scale)
     norm_file = (Path(out) / "latent_norm.safetensors").resolve() if norm.mean is not None else None
     info = read_cache_info(cache)
-    rows = [{k: r[k] for k in COVARIATES} for r in read_cache_manifest(cache, "train")]
+    rows = training_rows(cache)
     run_cfg = {
         "method": "ldm",
         "stage": "diffusion",
