@@ -16,12 +16,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 
 from brainsynth.errors import InputError
 
-COVARIATES: tuple[str, ...] = ("age", "sex", "ventricle_volume", "brain_volume")
+Covariate = Literal["age", "sex", "ventricle_volume", "brain_volume"]  # a config's choice of one
+COVARIATES: tuple[str, ...] = get_args(Covariate)
 CONTINUOUS: tuple[str, ...] = ("age", "ventricle_volume", "brain_volume")
 UNITS = {"age": "years", "sex": "F=0, M=1", "ventricle_volume": "mm^3", "brain_volume": "mm^3"}
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from brainsynth.config.schema import StepsEta, TrainConfig
+from brainsynth.data.covariates import Covariate
 from brainsynth.nn.presets import UNET_PRESETS, Preset
 
 
@@ -95,9 +96,14 @@ class RegisterDiffusion:
 
 @dataclass(frozen=True)
 class FieldsModel:
-    """The generative model of velocity fields: an unconditional engine UNet (3 channels) with
-    a Gaussian process on the fields average-pooled by ``downsample`` (they are smooth), in
-    units of their global standard deviation."""
+    """The generative model of velocity fields: an engine UNet (3 channels) with a Gaussian
+    process on the fields average-pooled by ``downsample`` (they are smooth), in units of their
+    global standard deviation.
+
+    ``conditioning``: the covariates (``data.covariates``, e.g. ``[age, sex]``) the model is
+    conditioned on, each field by its subject's (a mirror by its original's), trained with
+    condition dropout for classifier-free guidance as ldm is (``methods.conditioning``); empty,
+    the default, is the unconditional model (runs from before this option load as such)."""
 
     downsample: int = 4
     preset: Preset = "tiny"
@@ -106,16 +112,34 @@ class FieldsModel:
     num_timesteps: int = 1000
     schedule: Literal["linear", "scaled_linear", "cosine"] = "cosine"
     prediction: Literal["eps", "x0", "v"] = "v"
+    conditioning: tuple[Covariate, ...] = ()
+    cond_dropout: float = 0.15  # probability of training a field unconditionally (for guidance)
+    # The covariates also enter the timestep embedding (nn.unet, embed_context): they then shift
+    # every residual block, not only the attention levels.
+    embed: bool = True
 
     def __post_init__(self) -> None:
         _check_preset(self.preset)
         if self.downsample < 1:
             raise ValueError(f"downsample must be >= 1, got {self.downsample}")
+        if len(set(self.conditioning)) != len(self.conditioning):
+            raise ValueError(f"conditioning names a covariate twice: {list(self.conditioning)}")
+        if not 0.0 <= self.cond_dropout < 1.0:  # also NaN; 1 would never see a covariate
+            raise ValueError(f"cond_dropout must be in [0, 1), got {self.cond_dropout}")
 
 
 @dataclass(frozen=True)
 class DeformSample(StepsEta):
-    """DDIM over the velocity fields (``brainsynth sample deform``)."""
+    """DDIM over the velocity fields (``brainsynth sample deform``), with classifier-free
+    guidance of strength ``guidance`` when the fields model is conditioned (1: none, 0: the
+    unconditional model)."""
+
+    guidance: float = 1.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 <= self.guidance < float("inf"):  # also NaN
+            raise ValueError(f"guidance must be a finite number >= 0, got {self.guidance}")
 
 
 @dataclass(frozen=True)

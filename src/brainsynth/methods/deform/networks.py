@@ -41,7 +41,13 @@ def register_process(cfg: DeformConfig) -> GaussianProcess:
 
 
 def build_fields_model(cfg: DeformConfig) -> nn.Module:
-    return build_unet(cfg.fields.preset, 3, 3, 3, **_overrides(cfg.fields))
+    """The fields UNet; conditioned, its context is the ``fields.conditioning`` covariates
+    (cross-attention, and the timestep embedding with ``fields.embed``) with a null token."""
+    k = len(cfg.fields.conditioning)
+    return build_unet(
+        cfg.fields.preset, 3, 3, 3, context_dim=k or None,
+        embed_context=k > 0 and cfg.fields.embed, **_overrides(cfg.fields),
+    )  # fmt: skip
 
 
 def fields_process(cfg: DeformConfig) -> GaussianProcess:

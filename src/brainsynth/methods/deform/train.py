@@ -7,8 +7,9 @@ denoising loss on the subject and the registration loss (``registration.diffusem
 ``fields``: the trained registration's velocity field of every training subject (and of its
 mirror), average-pooled by ``fields.downsample`` and divided by their global std, cached in
 ``RUN/fields/velocities.pt``; the sharp template (``refine.py``: the subjects brought back through
-the inverse maps and averaged), which generated scans warp; then an unconditional Gaussian
-diffusion model of the fields.
+the inverse maps and averaged), which generated scans warp; then a Gaussian diffusion model of the
+fields, unconditional or conditioned on ``fields.conditioning`` (each field on its subject's
+covariates from the cache manifest, with condition dropout for guidance: ``field_covariates``).
 
 Run layout: ``RUN/template/``, ``RUN/register/`` and ``RUN/fields/`` (each a trainer run)."""
 
@@ -23,7 +24,11 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from brainsynth.config import to_dict
+from brainsynth.data.cache import read_cache_info
+from brainsynth.data.covariates import CovariateNormaliser
 from brainsynth.errors import InputError
+from brainsynth.methods.conditioning import covariate_vectors, training_rows
+from brainsynth.methods.conditioning import diffusion_loss as conditioned_loss
 from brainsynth.methods.deform.config import DeformConfig
 from brainsynth.methods.deform.networks import (
     NAME,
@@ -170,10 +175,16 @@ def train_fields(cfg: DeformConfig, data: Path, out: Path, device, resume: bool)
     seed_everything(cfg.train_fields.seed)
     run_cfg = {**_run_config(cfg, data, "fields"), "field_std": saved["std"]}
     run_cfg["field_shape"] = saved["shape"]
+    process, covariates = fields_process(cfg), None
+    loss = diffusion_loss(process, key="image")
+    if cfg.fields.conditioning:
+        covariates, known = field_covariates(cfg, data, saved["ids"], len(saved["fields"]))
+        run_cfg.update(known)
+        loss = conditioned_loss(process, "crossattn", cfg.fields.cond_dropout, key="image")
     trainer = Trainer(
         build_fields_model(cfg),
-        diffusion_loss(fields_process(cfg), key="image"),
-        _Fields(saved["fields"]),
+        loss,
+        _Fields(saved["fields"], covariates),
         cfg.train_fields,
         folder,
         config_dict=run_cfg,
@@ -186,15 +197,32 @@ def train_fields(cfg: DeformConfig, data: Path, out: Path, device, resume: bool)
     return out
 
 
+def field_covariates(cfg: DeformConfig, data: Path, ids: list[str], n: int) -> tuple[Tensor, dict]:
+    """(n, K) normalised ``fields.conditioning`` covariates of the ``n`` cached fields (those of
+    the training subjects ``ids`` from the cache manifest, then of their mirrors: the same), and
+    what sampling needs in the run's config: the cache's normaliser and the training subjects'
+    covariates. A missing value is the training mean, as in ldm (``methods.conditioning``)."""
+    rows = training_rows(data, ids)
+    if n % len(rows):
+        raise InputError(data, f"{n} cached velocity fields do not fit its {len(rows)} subjects")
+    norm = CovariateNormaliser.from_dict(read_cache_info(data)["covariate_normaliser"])
+    vec = covariate_vectors(norm, rows, cfg.fields.conditioning).repeat(n // len(rows), 1)
+    return vec, {"covariate_normaliser": norm.to_dict(), "training_covariates": rows}
+
+
 class _Fields(Dataset):
-    def __init__(self, fields: Tensor):
-        self.fields = fields
+    """``{"image": (3, *s)}`` pooled fields, with ``"covariates"`` (K,) when conditioned."""
+
+    def __init__(self, fields: Tensor, covariates: Tensor | None = None):
+        self.fields, self.covariates = fields, covariates
 
     def __len__(self) -> int:
         return len(self.fields)
 
     def __getitem__(self, i: int) -> dict:
-        return {"image": self.fields[i]}
+        if self.covariates is None:
+            return {"image": self.fields[i]}
+        return {"image": self.fields[i], "covariates": self.covariates[i]}
 
 
 def train(
