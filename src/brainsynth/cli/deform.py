@@ -17,7 +17,7 @@ from brainsynth.cli.options import (
     resolve_ckpt,
     resolve_device,
 )
-from brainsynth.cli.sample import ETA, SEED, STEPS, N
+from brainsynth.cli.sample import AGE, BRAIN, ETA, GUIDANCE, SEED, SEX, STEPS, VENTRICLES, N
 
 
 def train_deform(
@@ -59,20 +59,29 @@ def sample_deform(
         ..., "--out", help="folder for T1w, dseg, field, montage, samples.tsv"
     ),
     n: int = N,
+    age: float = AGE,
+    sex: str = SEX,
+    ventricles: float = VENTRICLES,
+    brain: float = BRAIN,
+    guidance: float = GUIDANCE,
     steps: int = STEPS,
     eta: float = ETA,
     seed: int = SEED,
     device: str = DEVICE,
     overwrite: bool = OVERWRITE,
 ) -> None:
-    """New scans with their label maps: sampled velocity fields applied to the template."""
-    from brainsynth.cli.sample import progress_bar
+    """New scans with their label maps: sampled velocity fields applied to the template. A run
+    whose fields model is conditioned (fields.conditioning) takes its covariates (those not
+    given are drawn from the training set) and --guidance."""
+    from brainsynth.cli.sample import covariate_request, progress_bar
     from brainsynth.methods.deform import sample
 
+    cov = covariate_request(age, sex, ventricles, brain)
     with progress_bar(f"sample {n} fields") as progress:
         paths = sample(
-            resolve_ckpt(ckpt, "deform run"), out, n=n, steps=steps, eta=eta, seed=seed,
-            device=resolve_device(device), progress=progress, overwrite=overwrite,
+            resolve_ckpt(ckpt, "deform run"), out, n=n, covariates=cov, guidance=guidance,
+            steps=steps, eta=eta, seed=seed, device=resolve_device(device), progress=progress,
+            overwrite=overwrite,
         )  # fmt: skip
     typer.echo(f"{len(paths)} scans with labels in {out} (montage.png, samples.tsv)")
 

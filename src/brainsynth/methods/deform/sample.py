@@ -5,8 +5,12 @@ has one, else the affine template. Each sample comes with its labels.
 Written per sample: ``sample_###_T1w.nii.gz`` (cache units, [0, 1]), ``sample_###_dseg.nii.gz``
 (the template's labels), ``sample_###_field.nii.gz`` (the displacement, (X, Y, Z, 3) in world mm,
 RAS, sampling convention: the sample at world point p is the template at p + d(p)); plus
-``montage.png``, ``samples.tsv`` (folding voxels, min det J, brain and ventricle volumes) and
-``config.yaml``."""
+``montage.png``, ``samples.tsv`` (the covariates of a conditioned run, folding voxels, min det J,
+brain and ventricle volumes measured on the labels) and ``config.yaml``.
+
+A run whose fields model is conditioned (``fields.conditioning``) takes covariates as ldm does
+(``methods.conditioning``): the requested ones are checked, those not requested are drawn from
+training subjects close to the requested ones, and DDIM runs with classifier-free guidance."""
 
 from __future__ import annotations
 
@@ -18,19 +22,34 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from brainsynth.config import dump_yaml, to_dict
+from brainsynth.data.covariates import CovariateNormaliser, check_names, is_missing
 from brainsynth.data.labels import brain_mask, ventricle_mask, voxel_volume
 from brainsynth.errors import InputError
 from brainsynth.io import Volume, write_text_atomic, write_tsv_atomic, write_volume
 from brainsynth.io.outdir import claim_output_dir
+from brainsynth.methods.conditioning import (
+    covariate_vectors,
+    fill_covariates,
+    make_cond,
+    table_value,
+)
+from brainsynth.methods.deform.config import DeformConfig
 from brainsynth.methods.deform.networks import fields_process, load_network
 from brainsynth.methods.deform.refine import load_sharp_template
 from brainsynth.methods.deform.template import load_template
 from brainsynth.methods.ldm.data import crop_to, padded_shape
 from brainsynth.registration.svf import integrate, jacobian_determinant, warp
-from brainsynth.sampling import batch_progress, ddim_sample
+from brainsynth.sampling import batch_progress, ddim_sample, guided
 from brainsynth.viz import montage
 
 OWNED = ("sample_*.nii.gz", "montage.png", "samples.tsv", "config.yaml")
+MEASURED = ("brain_volume", "ventricle_volume")  # samples.tsv columns measured on the labels
+
+
+def _column(name: str) -> str:
+    """The samples.tsv column of a conditioned covariate: its name, ``<name>_cond`` for a volume
+    (``<name>`` is the volume measured on the sample's labels)."""
+    return f"{name}_cond" if name in MEASURED else name
 
 
 def upsample_fields(v: Tensor, shape: tuple[int, ...]) -> Tensor:
@@ -44,11 +63,44 @@ def displacement_mm(u: np.ndarray, affine: np.ndarray) -> np.ndarray:
     return np.einsum("ij,j...->...i", np.asarray(affine)[:3, :3], u)
 
 
+def requested_covariates(
+    ckpt: str | Path,
+    cfg: DeformConfig,
+    meta: dict,
+    given: dict[str, float | None],
+    guidance: float | None,
+    n: int,
+    seed: int,
+) -> tuple[list[dict], torch.Tensor] | None:
+    """The covariates of each of ``n`` samples (natural units; the ``given`` ones, the rest drawn)
+    and their (n, K) normalised vectors; None for an unconditional run, which refuses covariates
+    and ``guidance``."""
+    check_names(given)
+    names = cfg.fields.conditioning
+    if not names:
+        asked = [*given, *(["guidance"] if guidance is not None else [])]
+        if asked:
+            raise InputError(
+                ckpt, f"this deform run's fields model is unconditional: it takes no {asked} (train "
+                "its fields stage with e.g. --set fields.conditioning=[age,sex])",
+            )  # fmt: skip
+        return None
+    other = [k for k in given if k not in names]
+    if other:
+        raise InputError(ckpt, f"this deform run is conditioned on {list(names)}, not on {other}")
+    norm = CovariateNormaliser.from_dict(meta["covariate_normaliser"])
+    rng = np.random.default_rng(seed)
+    covs = fill_covariates(given, meta["training_covariates"], norm, n, rng)
+    return covs, covariate_vectors(norm, covs, names)
+
+
 def sample(
     ckpt: str | Path,
     out: str | Path,
     *,
     n: int = 4,
+    covariates: dict[str, float | None] | None = None,
+    guidance: float | None = None,
     steps: int | None = None,
     eta: float | None = None,
     seed: int = 0,
@@ -57,10 +109,15 @@ def sample(
     progress=None,
     overwrite: bool = False,
 ) -> list[Path]:
-    """``n`` generated scans with their labels from a deform run (see the module notes)."""
+    """``n`` generated scans with their labels from a deform run (see the module notes);
+    ``covariates`` (natural units, sex F=0 M=1) and ``guidance`` only for a conditioned run."""
     if n < 1:
         raise InputError(None, f"the number of volumes must be at least 1, got {n}")
     cfg, model, meta = load_network(ckpt, "fields", device)
+    given = {k: v for k, v in (covariates or {}).items() if not is_missing(v)}
+    request = requested_covariates(ckpt, cfg, meta, given, guidance, n, seed)
+    guidance = cfg.sample.guidance if guidance is None else guidance
+    denoiser = model if request is None else guided(model, guidance)
     # the sharp template (refine.py) when the run has one, else the affine template
     template, labels = load_sharp_template(ckpt) or load_template(ckpt)
     out = claim_output_dir(out, OWNED, overwrite=overwrite)
@@ -80,8 +137,11 @@ def sample(
         x_T = torch.randn((b, 3, *padded_shape(pooled, model.spatial_multiple)), generator=g).to(
             device
         )
+        cond = None
+        if request is not None:
+            cond = make_cond(request[1][start : start + b].to(device), "crossattn", x_T.shape[2:])
         z = ddim_sample(
-            model, process, x_T, steps=steps, eta=eta, generator=g,
+            denoiser, process, x_T, steps=steps, cond=cond, eta=eta, generator=g,
             progress=batch_progress(progress, start // batch_size, n_batches),
         )  # fmt: skip
         if not torch.isfinite(z).all():
@@ -102,8 +162,12 @@ def sample(
             )
             field = displacement_mm(u[j].cpu().double().numpy(), aff).astype(np.float32)
             write_volume(Volume(field, aff), out / f"sample_{k:03d}_field.nii.gz")
-            row: dict[str, str | int] = {
-                "sample": f"sample_{k:03d}",
+            row: dict[str, str | int] = {"sample": f"sample_{k:03d}"}
+            if request is not None:
+                row |= {
+                    _column(c): table_value(c, request[0][k][c]) for c in cfg.fields.conditioning
+                }
+            row |= {
                 "folding_voxels": int((dets[j] <= 0).sum()),
                 "min_det_j": f"{float(dets[j].min()):.4f}",
             }
@@ -122,5 +186,7 @@ def sample(
     )
     write_tsv_atomic(out / "samples.tsv", rows)
     used = {"ckpt": str(ckpt), "n": n, "seed": seed, "steps": steps, "eta": eta}
+    if request is not None:
+        used |= {"guidance": guidance, "covariates": given}
     write_text_atomic(out / "config.yaml", dump_yaml({**used, **to_dict(cfg)}))
     return paths
