@@ -13,8 +13,12 @@ same noise; the proxy surfaces of both give a mean thickness per hemisphere (pia
 distance to the white surface), and their difference is compared with the input surfaces'
 measured thickness change (``atrophy.tsv``; the paper reports ~0.14 mm mean error at 1 mm).
 Only the runs named by ``--atrophy-runs`` (default: the first) are measured: each mm costs a
-generation and a proxy extraction per subject. The "before" thickness is that of the subject's main
-scan (the same channels and noise), measured once.
+generation and a proxy extraction per subject. The "before" scan is generated once per subject and
+run from the subject's surfaces rasterised exactly as the "after" ones are (float32, not the run's
+float16 cache), from the same noise. ``--atrophy-oracle`` adds rows ``oracle_pv`` that calibrate the
+proxy itself: an ideal partial-volume rendering of the surfaces (each voxel CSF 0.25 / GM 0.55 /
+WM 1.0 by the fractions of its voxel inside the white and pial surfaces, linear in their SDFs),
+before and after, measured the same way: what the proxy can see of MM at this voxel size.
 
 Resumable: rows already in ``OUT/subjects.tsv`` / ``OUT/atrophy.tsv`` are kept and not recomputed
 (their scans are read back from ``OUT/volumes`` for the montages), so runs can be added as their
@@ -83,7 +87,7 @@ from brainsynth.evaluation.image import mae, psnr, ssim
 from brainsynth.evaluation.surface import surface_distances
 from brainsynth.geometry.atrophy import thickness
 from brainsynth.geometry.extract import mask_surface
-from brainsynth.geometry.sdf import signed_distance
+from brainsynth.geometry.sdf import signed_distance, union_signed_distance
 from brainsynth.io import Surface, Volume, read_volume, write_tsv_atomic, write_volume
 from brainsynth.io.atomic import write_text_atomic
 from brainsynth.methods.cortex.atrophy import atrophied
@@ -103,6 +107,7 @@ from brainsynth.viz import montage
 
 SURFACES = [(h, k) for h in ("lh", "rh") for k in ("white", "pial")]
 IMAGE_KEYS = ("mae", "psnr", "ssim")
+ORACLE = "oracle_pv"  # the ideal partial-volume rendering of the atrophy rows
 SURFACE_KEYS = ("assd_white", "assd_pial", "hd95_white", "hd95_pial")
 
 
@@ -287,19 +292,35 @@ def proxy_thickness(image: np.ndarray, grid: dict, seed: int) -> dict[str, float
     return out
 
 
-def atrophy_rows(
-    subj, name, cfg, model, meta, grid, shape, mm, before: dict[str, float], args, device
-) -> list[dict]:
-    """The scan of ``mm`` of atrophy from the same noise as the subject's main scan (whose proxy
-    thickness is ``before``) on the subject's grid: the thickness change of the proxy surfaces
-    against that of the input surfaces."""
+def surfaces_scan(surfaces, name, cfg, model, meta, grid, shape, args, device) -> np.ndarray:
+    """The scan of ``surfaces`` on the subject's grid: the run's generation from the seed, or for
+    ``name == ORACLE`` the ideal partial-volume rendering (module docstring)."""
+    if name == ORACLE:
+        h = float(np.sqrt((grid["affine"][:3, :3] ** 2).sum(0)).mean())
+        frac = []
+        for kind in ("white", "pial"):
+            meshes = [surfaces.get((hemi, kind)) for hemi in ("lh", "rh")]
+            sdf = union_signed_distance(meshes, tuple(shape), grid["affine"])
+            frac.append(np.clip(0.5 - sdf / h, 0.0, 1.0))
+        wm, inside = frac[0], np.maximum(frac[1], frac[0])
+        return (0.25 * (1 - inside) + 0.55 * (inside - wm) + 1.0 * wm).astype(np.float32)
     padded = tuple(int(s) for s in meta["grid"]["padded"])
-    after, requested = atrophied(subj.surfaces, mm)
-    ch = channels_from_surfaces(after, tuple(shape), grid["affine"], cfg.data.clip_mm)
+    ch = channels_from_surfaces(surfaces, tuple(shape), grid["affine"], cfg.data.clip_mm)
     x = pad_channels(torch.from_numpy(ch), padded)[None].to(device)
     g = torch.Generator().manual_seed(args.seed)
     vol = crop_to(generate(model, cfg, x, steps=args.steps, generator=g), shape)
-    thick = [before, proxy_thickness(vol[0, 0].float().cpu().numpy(), grid, args.seed)]
+    return vol[0, 0].float().cpu().numpy()
+
+
+def atrophy_rows(
+    subj, name, cfg, model, meta, grid, shape, mm, before: dict[str, float], args, device
+) -> list[dict]:
+    """The scan of ``mm`` of atrophy from the same noise as the "before" scan (whose proxy
+    thickness is ``before``) on the subject's grid: the thickness change of the proxy surfaces
+    against that of the input surfaces."""
+    after, requested = atrophied(subj.surfaces, mm)
+    vol = surfaces_scan(after, name, cfg, model, meta, grid, shape, args, device)
+    thick = [before, proxy_thickness(vol, grid, args.seed)]
     rows = []
     for h in ("lh", "rh"):
         if h in thick[0] and h in thick[1] and h in requested:
@@ -340,7 +361,7 @@ def parse_runs(items: list[str]) -> dict[str, Path]:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             raise SystemExit(f"--runs takes NAME=RUN, got {item!r}")
-        if name == "real" or name in runs:
+        if name in ("real", ORACLE) or name in runs:
             raise SystemExit(f"run name {name!r} is reserved or repeated")
         runs[name] = Path(path)
     return runs
@@ -360,6 +381,8 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--atrophy", type=float, nargs="*", default=[],
                     help="also measure atrophy recovery for these mm (e.g. 0.5 1)")  # fmt: skip
+    ap.add_argument("--atrophy-oracle", action="store_true",
+                    help="also measure an ideal partial-volume rendering (calibrates the proxy)")  # fmt: skip
     ap.add_argument("--atrophy-runs", nargs="*", default=None,
                     help="runs whose atrophy recovery is measured (default: the first)")  # fmt: skip
     args = ap.parse_args()
@@ -431,14 +454,21 @@ def main() -> None:
                 write_volume(Volume(vol, grid["affine"]), vol_path)
             shown.append(vol)
             titles.append(f"{name}: PSNR {row['psnr']:.1f} SSIM {row['ssim']:.3f}")
-            todo = [mm for mm in args.atrophy if name in atrophy_runs and not any(
-                (a["subject"], a["run"], a["mm"]) == (subj.sid, name, mm) for a in atrophy)]  # fmt: skip
-            if todo:
-                before = proxy_thickness(vol, grid, args.seed)
-            for mm in todo:
-                atrophy.extend(atrophy_rows(subj, name, cfg, model, meta, grid, shape, mm,
-                                            before, args, device))  # fmt: skip
-                write_tsv_atomic(args.out / "atrophy.tsv", atrophy)
+            measured = [name] if name in atrophy_runs else []
+            if args.atrophy_oracle and name == next(iter(models)):
+                measured.append(ORACLE)
+            for who in measured:
+                todo = [mm for mm in args.atrophy if not any(
+                    (a["subject"], a["run"], a["mm"]) == (subj.sid, who, mm) for a in atrophy)]  # fmt: skip
+                if not todo:
+                    continue
+                scan = surfaces_scan(subj.surfaces, who, cfg, model, meta, grid, shape, args,
+                                     device)  # fmt: skip
+                before = proxy_thickness(scan, grid, args.seed)
+                for mm in todo:
+                    atrophy.extend(atrophy_rows(subj, who, cfg, model, meta, grid, shape, mm,
+                                                before, args, device))  # fmt: skip
+                    write_tsv_atomic(args.out / "atrophy.tsv", atrophy)
         montage(shown, args.out / "montages" / f"{subj.sid}.png", titles, 1.0)
         print(f"[{i + 1}/{len(rows_in)}] {subj.sid}: "
               + ", ".join(f"{rw['run']} ASSD pial {rw['assd_pial']:.2f}" for rw in rows
@@ -482,7 +512,7 @@ def main() -> None:
                 "mean_recovered_change_mm": float(np.mean([a["recovered_change"] for a in sel])),
                 "n": len(sel),
             }
-            for name in runs
+            for name in [*runs, ORACLE]
             for mm in args.atrophy
             if (sel := [a for a in atrophy if a["run"] == name and a["mm"] == mm])
         }

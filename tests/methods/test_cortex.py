@@ -441,7 +441,7 @@ def test_cortex_eval_benchmark_runs_and_resumes(cortex_run, cortex_cache, tmp_pa
     script = Path(__file__).parents[2] / "benchmarks" / "cortex_eval.py"
     cmd = [sys.executable, str(script), "--cache", str(cortex_cache), "--out", str(tmp_path),
            "--runs", f"a={cortex_run}", f"b={cortex_run}", "-n", "1", "--steps", "1",
-           "--margin", "4", "--atrophy", "1"]  # fmt: skip
+           "--margin", "4", "--atrophy", "1", "--atrophy-oracle"]  # fmt: skip
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
 
@@ -451,7 +451,7 @@ def test_cortex_eval_benchmark_runs_and_resumes(cortex_run, cortex_cache, tmp_pa
 
     first = rows("subjects.tsv")
     assert sorted(rw["run"] for rw in first) == ["a", "b", "real"]
-    assert {rw["run"] for rw in rows("atrophy.tsv")} == {"a"}
+    assert {rw["run"] for rw in rows("atrophy.tsv")} == {"a", "oracle_pv"}
     a, b = (next(rw for rw in first if rw["run"] == n) for n in "ab")
     assert a["psnr"] == b["psnr"]  # one run twice, one seed: the same scan
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
