@@ -313,12 +313,13 @@ def surfaces_scan(surfaces, name, cfg, model, meta, grid, shape, args, device) -
 
 
 def atrophy_rows(
-    subj, name, cfg, model, meta, grid, shape, mm, before: dict[str, float], args, device
+    subj, name, cfg, model, meta, grid, shape, mm, thinned, before: dict[str, float], args, device
 ) -> list[dict]:
-    """The scan of ``mm`` of atrophy from the same noise as the "before" scan (whose proxy
-    thickness is ``before``) on the subject's grid: the thickness change of the proxy surfaces
-    against that of the input surfaces."""
-    after, requested = atrophied(subj.surfaces, mm)
+    """The scan of the surfaces thinned by ``mm`` (``thinned``: ``atrophied``'s surfaces and
+    measured change, computed once per subject and mm for every run) from the same noise as the
+    "before" scan (whose proxy thickness is ``before``) on the subject's grid: the thickness
+    change of the proxy surfaces against that of the input surfaces."""
+    after, requested = thinned
     vol = surfaces_scan(after, name, cfg, model, meta, grid, shape, args, device)
     thick = [before, proxy_thickness(vol, grid, args.seed)]
     rows = []
@@ -412,6 +413,7 @@ def main() -> None:
         subj = Subject(args.cache, r, first / SHAPES / r["subject"])
         floors: set[int] = set()  # downsamples whose real floor is shown
         shown, titles = [], []
+        thinned: dict[float, tuple] = {}  # mm -> atrophied(surfaces, mm), shared by the runs
         for name, (cfg, model, meta) in models.items():
             d = cfg.data.downsample
             grid = subj.grid(d, args.margin)
@@ -466,8 +468,10 @@ def main() -> None:
                                      device)  # fmt: skip
                 before = proxy_thickness(scan, grid, args.seed)
                 for mm in todo:
+                    if mm not in thinned:
+                        thinned[mm] = atrophied(subj.surfaces, mm)
                     atrophy.extend(atrophy_rows(subj, who, cfg, model, meta, grid, shape, mm,
-                                                before, args, device))  # fmt: skip
+                                                thinned[mm], before, args, device))  # fmt: skip
                     write_tsv_atomic(args.out / "atrophy.tsv", atrophy)
         montage(shown, args.out / "montages" / f"{subj.sid}.png", titles, 1.0)
         print(f"[{i + 1}/{len(rows_in)}] {subj.sid}: "

@@ -28,7 +28,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from brainsynth.evaluation import surface as sf
-from brainsynth.geometry.primitives import graded_square, uv_sphere
+from brainsynth.geometry.primitives import graded_square, tilted_plane, uv_sphere
 from brainsynth.io import Surface, read_surface
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "pycortex_s1" / "sub-S1" / "surf"
@@ -99,11 +99,7 @@ def analytic_rows() -> list[tuple[str, float, float, float, float]]:
     rows.append(("same: HD95", float(np.percentile(dist, 95)), r["hd95"], float("nan"), t))
     length, h, s = 40.0, 2.0, 0.1
     square = graded_square(length, 40)
-    lo, hi = -20.0, length + 20.0
-    corners = np.array([[lo, lo], [hi, lo], [hi, hi], [lo, hi]])
-    plane = Surface(
-        np.column_stack([corners, h + s * corners[:, 0]]), np.array([[0, 1, 2], [0, 2, 3]])
-    )
+    plane = tilted_plane(-20.0, length + 20.0, h, s)
     t0 = time.perf_counter()
     r = sf.surface_distances(square, plane)
     t = time.perf_counter() - t0

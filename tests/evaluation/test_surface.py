@@ -8,7 +8,7 @@ import pytest
 from scipy.spatial import cKDTree
 
 from brainsynth.evaluation import surface as sf
-from brainsynth.geometry.primitives import graded_square, icosphere, uv_sphere
+from brainsynth.geometry.primitives import graded_square, icosphere, tilted_plane, uv_sphere
 from brainsynth.io import Surface, read_surface
 
 
@@ -188,11 +188,7 @@ def test_area_weighted_mean_of_graded_plane_is_exact():
     quadrature's mean is exact. The old pooled vertices + samples estimate read 16 % low."""
     length, h, s = 40.0, 2.0, 0.1
     square = graded_square(length, 40)
-    lo, hi = -20.0, length + 20.0
-    corners = np.array([[lo, lo], [hi, lo], [hi, hi], [lo, hi]])
-    plane = Surface(
-        np.column_stack([corners, h + s * corners[:, 0]]), np.array([[0, 1, 2], [0, 2, 3]])
-    )
+    plane = tilted_plane(-20.0, length + 20.0, h, s)
     norm = np.sqrt(1 + s * s)
     r = sf.surface_distances(square, plane)
     assert r["mean_a_to_b"] == pytest.approx((h + s * length / 2) / norm, rel=1e-9)

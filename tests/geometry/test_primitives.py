@@ -30,3 +30,13 @@ def test_graded_square_covers_its_area_with_crowded_vertices():
     assert (normals[:, 2] > 0).all()  # +z
     np.testing.assert_allclose(normals[:, 2].sum() / 2, 64.0)
     assert np.mean(v[:, 0] <= 1.0) > 0.5  # x <= length / 8 on 6 of the 11 grid lines
+
+
+def test_tilted_plane_is_the_plane_it_says():
+    from brainsynth.geometry.primitives import tilted_plane
+
+    p = tilted_plane(-2.0, 5.0, 1.5, 0.2)
+    np.testing.assert_allclose(p.vertices[:, 2], 1.5 + 0.2 * p.vertices[:, 0])
+    assert p.vertices[:, :2].min() == -2.0 and p.vertices[:, :2].max() == 5.0
+    v, f = p.vertices, p.faces
+    assert (np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])[:, 2] > 0).all()

@@ -104,6 +104,25 @@ def atrophy(
     """The pial surface thinned by ``mm`` (scalar or per-vertex (N,), >= 0) inside ``region_mask``
     (boolean (N,), None: everywhere), never below ``min_thickness`` mm (module docstring for the
     rule, the two modes and the taper). Faces and metadata are kept."""
+    return atrophy_with_thickness(
+        pial, white, mm, region_mask, min_thickness=min_thickness, taper_rings=taper_rings,
+        corresponded=corresponded,
+    )[0]  # fmt: skip
+
+
+def atrophy_with_thickness(
+    pial: Surface,
+    white: Surface,
+    mm: float | np.ndarray,
+    region_mask: np.ndarray | None = None,
+    *,
+    min_thickness: float = 0.5,
+    taper_rings: int = 0,
+    corresponded: bool | None = None,
+) -> tuple[Surface, np.ndarray]:
+    """:func:`atrophy` and the thickness (N,) of the input it measured on the way, for callers
+    that report the change (the non-corresponded thickness is an exact-distance pass over the
+    hemisphere: not worth computing twice)."""
     n = pial.n_vertices
     amount = np.broadcast_to(np.asarray(mm, dtype=np.float64), (n,))
     if not np.isfinite(amount).all() or (amount < 0).any():
@@ -119,7 +138,7 @@ def atrophy(
     else:
         normals = vertex_normals(pial.vertices, pial.faces)
         moved = pial.vertices - (t - target)[:, None] * normals
-    return Surface(moved, pial.faces, dict(pial.meta))
+    return Surface(moved, pial.faces, dict(pial.meta)), t
 
 
 def flipped_fraction(before: Surface, after: Surface, white: Surface | None = None) -> float:

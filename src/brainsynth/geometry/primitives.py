@@ -1,7 +1,8 @@
 """Closed and open triangle meshes with known geometry, for checking surface code against
 analytic answers (signed distances, ASSD, quadrature): an icosphere (near-uniform vertices), a
 latitude-longitude sphere (uneven vertex density) and a graded square (vertices crowded at one
-edge). Faces are oriented outward (counter-clockwise seen from outside)."""
+edge), and the tilted plane it is measured against. Faces are oriented outward
+(counter-clockwise seen from outside; +z for the open meshes)."""
 
 from __future__ import annotations
 
@@ -76,3 +77,13 @@ def graded_square(length: float, n: int) -> Surface:
     a = (i * (n + 1) + j).ravel()
     b, c, d = a + n + 1, a + n + 2, a + 1
     return Surface(v, np.concatenate([np.stack([a, b, c], 1), np.stack([a, c, d], 1)]))
+
+
+def tilted_plane(lo: float, hi: float, height: float, slope: float) -> Surface:
+    """The plane z = height + slope * x over [lo, hi]^2 as two triangles: a point (x, y, 0) lies
+    (height + slope x) / sqrt(1 + slope^2) from it wherever its foot falls inside."""
+    corners = np.array([[lo, lo], [hi, lo], [hi, hi], [lo, hi]])
+    return Surface(
+        np.column_stack([corners, height + slope * corners[:, 0]]),
+        np.array([[0, 1, 2], [0, 2, 3]]),
+    )

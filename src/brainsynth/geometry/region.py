@@ -105,18 +105,19 @@ def region_masks(
     or else the FreeSurfer annotations found next to ``surfaces_dir``. A region that no vertex of
     either hemisphere carries is an error."""
     masks: dict[str, np.ndarray] = {}
-    volume, map_path = None, Path(region_map) if region_map is not None else Path()
+    labels = None
     if region_map is not None:
         from brainsynth.io import read_volume
 
-        volume = read_volume(region_map, dtype=None)
+        labels = (region_map, read_volume(region_map, dtype=None))
     for hemi in ("lh", "rh"):
         pial = surfaces.get((hemi, "pial"))
         if pial is None:
             continue
-        if volume is not None:
+        if labels is not None:
+            path, volume = labels
             masks[hemi] = mask_from_volume(
-                map_path, np.asarray(volume.data), volume.affine, region, pial,
+                path, np.asarray(volume.data), volume.affine, region, pial,
                 surfaces.get((hemi, "white")),
             )  # fmt: skip
             continue

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from brainsynth.errors import InputError
-from brainsynth.geometry.atrophy import atrophy, thickness
+from brainsynth.geometry.atrophy import atrophy_with_thickness, thickness
 from brainsynth.geometry.extract import write_surfaces
 from brainsynth.geometry.region import region_masks
 from brainsynth.io import Volume, write_text_atomic, write_volume
@@ -51,9 +51,9 @@ def atrophied(
         mask = None if masks is None else masks.get(hemi, np.zeros(pial.n_vertices, dtype=bool))
         if mask is not None and not mask.any():
             continue
-        new = atrophy(pial, white, mm, mask, taper_rings=taper_rings)
+        new, before = atrophy_with_thickness(pial, white, mm, mask, taper_rings=taper_rings)
         out[hemi, "pial"] = new
-        delta = thickness(new, white) - thickness(pial, white)
+        delta = thickness(new, white) - before
         change[hemi] = float(np.mean(delta if mask is None else delta[mask]))
     return out, change
 
