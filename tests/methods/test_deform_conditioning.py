@@ -166,3 +166,27 @@ def test_bad_conditioning_settings_are_config_errors(tmp_path, setting, words):
     )  # fmt: skip
     msg = str(r.exception)
     assert r.exit_code != 0 and all(w in msg for w in words), msg
+
+
+def test_conditioning_benchmark_measures_the_labels_and_resumes(cond_run, restore_cache, tmp_path):
+    """benchmarks/deform_conditioning.py on the tiny run: one folder per age level, the slopes in
+    its summary, the training split's slope from the manifest, and a rerun reuses the samples."""
+    import json
+    import subprocess
+    import sys
+
+    script = REPO / "benchmarks" / "deform_conditioning.py"
+    cmd = [sys.executable, str(script), "--run", str(cond_run), "--cache", str(restore_cache),
+           "--out", str(tmp_path), "--covariate", "age", "--levels", "30,34", "-n", "2"]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads((tmp_path / "summary_age.json").read_text())
+    assert summary["levels"] == [30.0, 34.0] and len(summary["per_level_mean_ml"]) == 2
+    assert "real_slope" in summary and np.isfinite(summary["slope"])
+    with open(tmp_path / "age_30" / "samples.tsv", newline="") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    assert len(rows) == 2 and all(float(x["age"]) == 30 for x in rows)
+    stamp = (tmp_path / "age_30" / "samples.tsv").stat().st_mtime_ns
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "age_30" / "samples.tsv").stat().st_mtime_ns == stamp
