@@ -102,7 +102,7 @@ def test_shipped_models_are_used_instead_of_phantom_runs(fallback, models, tmp_p
     # a shipped model with a damaged part: one line naming it, before anything is written
     shutil.rmtree(models / "ldm-4mm" / "ae" / "checkpoints")
     code, text = run_cli("demo", "--out", str(tmp_path / "again"))
-    assert_clean_error(code, text, 1, ("ldm-4mm", "not usable", "brainsynth export"))
+    assert_clean_error(code, text, 2, ("ldm-4mm", "not usable", "brainsynth export"))
     assert len(text.strip().splitlines()) == 1 and not (tmp_path / "again").exists()
 
 
@@ -111,7 +111,7 @@ def test_a_model_without_its_checkpoint_is_one_line_naming_it(models, tmp_path):
     folder.mkdir(parents=True)
     (folder / "model.json").write_text(json.dumps({"name": "restore-4mm", "method": "restore"}))
     code, text = run_cli("demo", "--out", str(tmp_path / "out"))
-    assert_clean_error(code, text, 1, (str(folder), "model restore-4mm", "no checkpoint"))
+    assert_clean_error(code, text, 2, (str(folder), "model restore-4mm", "no checkpoint"))
     assert len(text.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
 
 
@@ -119,5 +119,5 @@ def test_a_foreign_file_in_out_is_refused_even_with_overwrite(models, tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "notes.txt").write_text("mine")
     code, text = run_cli("demo", "--out", str(tmp_path / "out"), "--overwrite")
-    assert_clean_error(code, text, 1, ("notes.txt", "not this command's outputs"))
+    assert_clean_error(code, text, 2, ("notes.txt", "not this command's outputs"))
     assert (tmp_path / "out" / "notes.txt").read_text() == "mine"
