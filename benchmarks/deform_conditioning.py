@@ -14,6 +14,9 @@ covariate. Covariates not requested are drawn from training subjects close to th
 (as ``brainsynth sample deform`` does). Samples go to DIR/<covariate>_<level>/ and are reused when
 their samples.tsv exists, so an interrupted run resumes.
 
+Also written: DIR/figure_<covariate>.png, the first sample of each level (coronal and axial
+slices through the template's ventricles, the generated ventricle label outlined).
+
 Printed: per level the mean +- sd of the measured ventricle and brain volumes; over all samples
 the least-squares slope of measured against requested and Pearson's r. For ventricle volume a
 slope of 1 is exact control. For age, the slope of ventricles on age (mm3 per year) is printed
@@ -52,6 +55,40 @@ def real_slope(cache: Path, covariate: str) -> tuple[float, float]:
     a = a[np.isfinite(a).all(1)]
     fit = linregress(a[:, 0], a[:, 1])
     return float(fit.slope), float(fit.rvalue)
+
+
+def figure(folders: list[Path], titles: list[str], dest: Path) -> None:
+    """First sample of each folder: coronal and axial slices through the ventricles' centre,
+    the ventricle label outlined in red."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from brainsynth.data.labels import ventricle_mask
+    from brainsynth.io import atomic_path, read_volume
+
+    imgs = [read_volume(f / "sample_000_T1w.nii.gz").data for f in folders]
+    vents = [ventricle_mask(read_volume(f / "sample_000_dseg.nii.gz").data) for f in folders]
+    centre = np.argwhere(vents[0]).mean(0).round().astype(int) if vents[0].any() else None
+    c = centre if centre is not None else np.array(imgs[0].shape) // 2
+    fig, axes = plt.subplots(2, len(folders), figsize=(2.2 * len(folders), 4.6), squeeze=False)
+    for j, (img, vent, title) in enumerate(zip(imgs, vents, titles)):
+        for i, (sl, ml) in enumerate(
+            ((img[:, c[1], :], vent[:, c[1], :]), (img[:, :, c[2]], vent[:, :, c[2]]))
+        ):
+            ax = axes[i, j]
+            ax.imshow(
+                sl.T, cmap="gray", origin="lower", vmin=0, vmax=float(np.percentile(img, 99.5))
+            )
+            if ml.any():
+                ax.contour(ml.T.astype(float), levels=[0.5], colors="r", linewidths=0.8)
+            ax.set_axis_off()
+        axes[0, j].set_title(title, fontsize=8)
+    fig.tight_layout()
+    with atomic_path(dest) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
 
 
 def main() -> None:
@@ -117,6 +154,11 @@ def main() -> None:
             f" training split {real:.0f} mm3/unit (r {r_real:.2f}): ratio {fit.slope / real:.2f}"
         )
     args.out.mkdir(parents=True, exist_ok=True)
+    folders = [args.out / f"{args.covariate}_{v:g}" for v in levels]
+    means = summary["per_level_mean_ml"]
+    asked = [f"{v / 1e3:g} ml" if args.covariate.endswith("volume") else f"{v:g}" for v in levels]
+    titles = [f"{name} {a} -> ventricles {m:.1f} ml" for a, m in zip(asked, means)]
+    figure(folders, titles, args.out / f"figure_{args.covariate}.png")
     (args.out / f"summary_{args.covariate}.json").write_text(json.dumps(summary, indent=2))
 
 
