@@ -83,7 +83,7 @@ from brainsynth.data.cache import IMAGE_SCALE, read_cache_info, read_cache_manif
 from brainsynth.data.preprocess import resample_to_grid
 from brainsynth.errors import InputError
 from brainsynth.evaluation.anatomy import fit_tissue_gmm
-from brainsynth.evaluation.image import mae, psnr, ssim
+from brainsynth.evaluation.image import grid_ssim_kernel, mae, psnr, ssim
 from brainsynth.evaluation.surface import surface_distances
 from brainsynth.geometry.atrophy import thickness
 from brainsynth.geometry.extract import mask_surface
@@ -165,7 +165,7 @@ def run_channels(run: Path, cfg: CortexConfig, subj: Subject, shape, aff) -> np.
 
 
 def image_metrics(real: np.ndarray, x: np.ndarray, brain: np.ndarray) -> dict:
-    k = 7 if min(real.shape) < 64 else 11
+    k = grid_ssim_kernel(real.shape)
     return {
         "mae": mae(real, x, brain),
         "psnr": psnr(real, x, 1.0, brain),

@@ -29,7 +29,6 @@ training subjects' affine mean).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 from pathlib import Path
 
@@ -37,14 +36,14 @@ import numpy as np
 from scipy.stats import linregress
 
 from brainsynth.data.cache import read_cache_manifest
+from brainsynth.io import read_tsv
 
 NAMES = {"ventricle_volume": "ventricles", "age": "age", "brain_volume": "brain"}
 
 
 def read_samples(folder: Path) -> np.ndarray:
     """(ventricle_volume, brain_volume) measured on each sample's labels, mm3."""
-    with open(folder / "samples.tsv", newline="") as fh:
-        rows = list(csv.DictReader(fh, delimiter="\t"))
+    rows = read_tsv(folder / "samples.tsv")
     return np.array([(float(r["ventricle_volume"]), float(r["brain_volume"])) for r in rows])
 
 
@@ -66,7 +65,8 @@ def figure(folders: list[Path], titles: list[str], dest: Path) -> None:
     import matplotlib.pyplot as plt
 
     from brainsynth.data.labels import ventricle_mask
-    from brainsynth.io import atomic_path, read_volume
+    from brainsynth.io import read_volume
+    from brainsynth.viz import save_figure
 
     imgs = [read_volume(f / "sample_000_T1w.nii.gz").data for f in folders]
     vents = [ventricle_mask(read_volume(f / "sample_000_dseg.nii.gz").data) for f in folders]
@@ -85,10 +85,7 @@ def figure(folders: list[Path], titles: list[str], dest: Path) -> None:
                 ax.contour(ml.T.astype(float), levels=[0.5], colors="r", linewidths=0.8)
             ax.set_axis_off()
         axes[0, j].set_title(title, fontsize=8)
-    fig.tight_layout()
-    with atomic_path(dest) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, dest, dpi=110)
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from brainsynth.data.cache import IMAGE_SCALE, read_cache_manifest
 from brainsynth.data.preprocess import robust_range
-from brainsynth.evaluation.image import mae, psnr, ssim
+from brainsynth.evaluation.image import grid_ssim_kernel, mae, psnr, ssim
 from brainsynth.io import Volume, read_volume, write_volume
 from brainsynth.methods.restore import baselines
 from brainsynth.methods.restore.config import with_sampling
@@ -72,7 +72,7 @@ def renorm(x: np.ndarray, brain: np.ndarray) -> np.ndarray:
 
 
 def scores(truth: np.ndarray, x: np.ndarray, brain: np.ndarray, lesion: np.ndarray | None):
-    k = 7 if min(truth.shape) < 64 else 11
+    k = grid_ssim_kernel(truth.shape)
     row = {
         "mae": mae(truth, x, brain),
         "psnr": psnr(truth, x, 1.0, brain),

@@ -43,12 +43,19 @@ class Model:
     card: str
 
 
-def _card_line(folder: Path) -> str:
+def card_lines(folder: Path, n: int) -> list[str]:
+    """The first ``n`` non-empty lines of the model card in ``folder`` (none when it is missing or
+    unreadable: the card is optional)."""
     try:
         lines = (folder / CARD).read_text().splitlines()
     except (OSError, UnicodeDecodeError):
-        return ""
-    return next((x.strip().lstrip("#").strip() for x in lines if x.strip()), "")
+        return []
+    return [x.rstrip() for x in lines if x.strip()][:n]
+
+
+def _card_line(folder: Path) -> str:
+    first = card_lines(folder, 1)
+    return first[0].strip().lstrip("#").strip() if first else ""
 
 
 def _read(folder: Path) -> Model:

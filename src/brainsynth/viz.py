@@ -31,9 +31,16 @@ def montage(
             axes[i, j].axis("off")
         if titles:
             axes[i, 0].set_title(titles[i], fontsize=8, loc="left")
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: str | Path, dpi: int = 80) -> Path:
+    """``fig`` laid out tightly, written atomically as a PNG at ``path``, then closed."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=80, format="png")
+        fig.savefig(tmp, dpi=dpi, format="png")
     plt.close(fig)
     return path

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from brainsynth.io import atomic_path
+from brainsynth.viz import save_figure
 
 
 def label_montage(
@@ -42,9 +42,4 @@ def label_montage(
                 ax.axis("off")
         axes[i, 0].set_title(titles[i], fontsize=8, loc="left")
         axes[i, 3].set_title("labels", fontsize=8, loc="left")
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=80, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from brainsynth.errors import InputError
-from brainsynth.models import CARD, INFO, find_model, models_dir
+from brainsynth.models import INFO, card_lines, find_model, models_dir
 
 # method -> the name of its shipped model in MODELS (``brainsynth export --name``)
 MODEL_NAMES: dict[str, str] = {
@@ -65,16 +65,6 @@ def model_facts(info: dict) -> list[str]:
     return out
 
 
-def card_lines(folder: Path, n: int = CARD_LINES) -> list[str]:
-    """The first ``n`` non-empty lines of the model card (none when it is missing or unreadable:
-    the card is optional)."""
-    try:
-        lines = (folder / CARD).read_text().splitlines()
-    except (OSError, UnicodeDecodeError):
-        return []
-    return [x.rstrip() for x in lines if x.strip()][:n]
-
-
 def _model_info(name: str, folder: Path) -> dict:
     try:
         info = json.loads((folder / INFO).read_text())
@@ -119,7 +109,7 @@ def check_model(method: str, name: str, folder: Path) -> Source:
             f"model {name} is not usable ({e}); export it again (brainsynth export --overwrite) or "
             "remove the folder to let the demo train a phantom model instead",
         ) from e
-    return Source(method, name, True, folder, info, card_lines(folder))
+    return Source(method, name, True, folder, info, card_lines(folder, CARD_LINES))
 
 
 def find_sources(names: dict[str, str] | None = None) -> dict[str, Source]:

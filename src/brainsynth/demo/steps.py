@@ -122,7 +122,7 @@ def deform_samples(ckpt: Path, out: Path, device, n: int = DEFORM_SAMPLES) -> Sh
     sampler's montage, one of the images beside their labels, and the volumes measured on the
     labels (``samples.tsv``)."""
     from brainsynth.demo.figures import label_montage
-    from brainsynth.io import read_volume
+    from brainsynth.io import read_tsv, read_volume
     from brainsynth.methods.deform import sample
 
     folder = out / "samples"
@@ -134,7 +134,7 @@ def deform_samples(ckpt: Path, out: Path, device, n: int = DEFORM_SAMPLES) -> Sh
     shown = Shown()
     shown.images.append(("template and samples", folder / "montage.png"))
     shown.images.append(("samples and their label maps", out / "labels.png"))
-    for row in _tsv(folder / "samples.tsv"):
+    for row in read_tsv(folder / "samples.tsv"):
         brain, vent = (float(row[k]) / 1000 for k in ("brain_volume", "ventricle_volume"))
         field = read_volume(folder / f"{row['sample']}_field.nii.gz", ndim=4).data
         moved = float(np.linalg.norm(field, axis=-1).max())
@@ -151,12 +151,6 @@ def deform_samples(ckpt: Path, out: Path, device, n: int = DEFORM_SAMPLES) -> Sh
 
 def _labels_of(t1: Path) -> Path:
     return t1.with_name(t1.name.replace("_T1w.nii.gz", "_dseg.nii.gz"))
-
-
-def _tsv(path: Path) -> list[dict[str, str]]:
-    lines = path.read_text().splitlines()
-    header = lines[0].split("\t")
-    return [dict(zip(header, line.split("\t"))) for line in lines[1:] if line]
 
 
 # --- restore --------------------------------------------------------------------------------------
@@ -193,7 +187,7 @@ def restore_thick_slices(ckpt: Path, out: Path, device) -> Shown:
     prior (``restore``) and by cubic B-spline interpolation along the slices; both scored against
     the clean scan box-averaged onto the prior's grid: PSNR and SSIM inside its brain, data range
     1 (as ``benchmarks/restore_eval.py``)."""
-    from brainsynth.evaluation.image import psnr, ssim
+    from brainsynth.evaluation.image import grid_ssim_kernel, psnr, ssim
     from brainsynth.io import read_volume, write_text_atomic
     from brainsynth.methods.restore.geometry import to_grid
     from brainsynth.methods.restore.prior import load_prior
@@ -216,7 +210,7 @@ def restore_thick_slices(ckpt: Path, out: Path, device) -> Shown:
         "cubic B-spline": prep.to_scan_units(prep.baseline(3))[crop],
         "restored": read_volume(out / "restored" / "mni152_thick_restored_prior.nii.gz").data,
     }
-    kernel = 7 if min(truth.shape) < 64 else 11  # the benchmark's SSIM window
+    kernel = grid_ssim_kernel(truth.shape)
     scores = {
         name: {
             "psnr": psnr(truth, x, 1.0, brain),

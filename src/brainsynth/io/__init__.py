@@ -2,6 +2,7 @@
 
 from brainsynth.io.atomic import (
     atomic_path,
+    read_tsv,
     write_bytes_atomic,
     write_text_atomic,
     write_tsv_atomic,
@@ -13,6 +14,7 @@ __all__ = [
     "Surface",
     "Volume",
     "atomic_path",
+    "read_tsv",
     "read_surface",
     "read_volume",
     "validate_mesh",

@@ -48,6 +48,15 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def read_tsv(path) -> list[dict[str, str]]:
+    """The rows of a tab-separated table with a header (what :func:`write_tsv_atomic` writes), as
+    dicts of strings."""
+    import csv
+
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh, delimiter="\t"))
+
+
 def write_tsv_atomic(path, rows: list[dict]):
     """``rows`` (dicts with the first row's keys) as a tab-separated table with a header, written
     atomically; None cells are empty."""
