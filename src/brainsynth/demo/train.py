@@ -15,14 +15,12 @@ these changes for the phantoms' whole brains (96 x 112 x 96 at 2 mm):
 cortex trains on the phantoms' own surfaces (fsaverage5 warped with each phantom, written by
 ``make_cohort(surfaces=True)``) instead of surfaces extracted from their label maps: the same
 cortex, and ~20 s of CPU less per subject. They go where ``cortex.train`` keeps its shape channels
-(``RUN/shapes/<id>.npz``, the layout in ``methods.cortex.data``); it skips the subjects found there.
+(``methods.cortex.data.save_shapes``); it skips the subjects found there.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-
-import numpy as np
 
 from brainsynth.errors import InputError
 
@@ -128,9 +126,8 @@ def phantom_shapes(bids: Path, cache: Path, run: Path, cfg) -> int:
     ``cortex.train`` keeps them (module notes); how many."""
     from brainsynth.data.cache import read_cache_manifest
     from brainsynth.io import read_volume
-    from brainsynth.io.atomic import atomic_path
     from brainsynth.methods.cortex import read_surfaces
-    from brainsynth.methods.cortex.data import SHAPES, channels_from_surfaces, pooled_affine
+    from brainsynth.methods.cortex.data import channels_from_surfaces, pooled_affine, save_shapes
 
     d = cfg.data.downsample
     rows = read_cache_manifest(cache)
@@ -140,11 +137,7 @@ def phantom_shapes(bids: Path, cache: Path, run: Path, cfg) -> int:
         surfaces = read_surfaces(bids / "derivatives" / "phantom" / sid / "anat")
         aff = pooled_affine(grid.affine, d)
         shape = tuple(s // d for s in grid.shape)
-        ch = channels_from_surfaces(surfaces, shape, aff, cfg.data.clip_mm)
-        path = run / SHAPES / f"{sid}.npz"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, channels=ch.astype(np.float16), affine=aff)
+        save_shapes(run, sid, channels_from_surfaces(surfaces, shape, aff, cfg.data.clip_mm), aff)
     return len(rows)
 
 

@@ -94,6 +94,16 @@ def _shape_path(run: Path, sid: str) -> Path:
     return Path(run) / SHAPES / f"{sid}.npz"
 
 
+def save_shapes(run: str | Path, sid: str, channels: np.ndarray, affine: np.ndarray) -> Path:
+    """A subject's shape channels (float16) and their grid's affine, written atomically where
+    :func:`load_shapes` and the training read them (``RUN/shapes/<sid>.npz``)."""
+    path = _shape_path(Path(run), sid)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, channels=channels.astype(np.float16), affine=affine)
+    return path
+
+
 def _one(args: tuple[Path, dict, Path, CortexConfig]) -> tuple[str, str | None]:
     cache, row, run, cfg = args
     sid = row["subject"]
@@ -102,8 +112,7 @@ def _one(args: tuple[Path, dict, Path, CortexConfig]) -> tuple[str, str | None]:
         ch, aff, surfaces, reports = subject_shapes(lab.data.astype(np.int64), lab.affine, cfg)
         if row.get("split") == "test":
             write_surfaces(surfaces, Path(run) / SHAPES / sid, reports=reports)
-        with atomic_path(_shape_path(run, sid)) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, channels=ch.astype(np.float16), affine=aff)
+        save_shapes(run, sid, ch, aff)
         return sid, None
     except InputError as e:
         return sid, str(e.at(cache / row["labels"]))
