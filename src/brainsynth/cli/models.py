@@ -34,8 +34,14 @@ def export_cmd(
     typer.echo(f"model {name}: {folder}")
 
 
-def models_cmd() -> None:
-    """The models in the models folder: name, method, size, training step, the card's first line."""
+def models_cmd(
+    check: bool = typer.Option(
+        False, "--check", help="also load each model and make one tiny sample on CPU"
+    ),
+) -> None:
+    """The models in the models folder: name, method, size, training step, the card's first line.
+    With --check, each model also samples one step (``model_check.smoke_sample``): one line per
+    model, ok or FAILED and why; exit code 1 when any failed."""
     from brainsynth.models import list_models, models_dir
 
     found = list_models()
@@ -50,6 +56,27 @@ def models_cmd() -> None:
     for r in rows:
         typer.echo("  ".join([*(c.ljust(w) for c, w in zip(r, widths)), r[4]]).rstrip())
     typer.echo(f"({len(found)} in {models_dir()})")
+    if check and not all([_check(m.name, m.path) for m in found]):
+        raise typer.Exit(1)
+
+
+def _check(name: str, folder: Path) -> bool:
+    """Print ``name ok|FAILED (why) seconds`` for one model's smoke sample; whether it passed."""
+    import time
+
+    from brainsynth.model_check import smoke_sample
+
+    start = time.perf_counter()
+    try:
+        r = smoke_sample(folder)
+    except Exception as e:  # a check reports every failure and goes on to the next model
+        first = (str(e).strip().splitlines() or [""])[0]
+        why = f"{type(e).__name__}: {first}"
+    else:
+        why = "" if r["finite"] else f"non-finite sample (NaN/inf), shape {r['shape']}"
+    status = f"FAILED ({why})" if why else "ok"
+    typer.echo(f"check {name}: {status}, {time.perf_counter() - start:.1f} s")
+    return not why
 
 
 def register(app: typer.Typer) -> None:
