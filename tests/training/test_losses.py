@@ -73,3 +73,18 @@ def test_min_snr_weights_each_row():
 def test_min_snr_needs_a_weighted_process():
     with pytest.raises(ValueError, match="loss weights"):
         diffusion_loss(BrownianBridgeProcess(100), min_snr_gamma=5.0)
+
+
+def test_element_weight_multiplies_each_error():
+    """A zero network: the loss is mean(weight * target^2); a weight of ones changes nothing."""
+    batch = _batch(8)
+    model, _ = _spy()
+    w = torch.rand(1, 1, 4, 4) * 3
+    got = diffusion_loss(P, weight=w)(model, batch, torch.Generator().manual_seed(0))
+    plain = diffusion_loss(P)(model, batch, torch.Generator().manual_seed(0))
+    ones = diffusion_loss(P, weight=torch.ones(1, 1, 4, 4))
+    torch.testing.assert_close(ones(model, batch, torch.Generator().manual_seed(0)), plain)
+    g = torch.Generator().manual_seed(0)  # the same draws as inside the loss
+    t = P.sample_t(8, generator=g)
+    noise = torch.randn(batch["image"].shape, generator=g)
+    torch.testing.assert_close(got, (w * P.target(batch["image"], t, noise) ** 2).mean())

@@ -79,9 +79,11 @@ def diffusion_loss(
     cond_dropout: float,
     min_snr_gamma: float | None = None,
     key: str = "latent",
+    weight: torch.Tensor | None = None,
 ):
     """The engine's denoising loss on ``batch[key]``, conditioned on ``batch["covariates"]``
-    (make_cond), with condition dropout and optional Min-SNR-gamma weights."""
+    (make_cond), with condition dropout, optional Min-SNR-gamma weights and an optional fixed
+    weight per element (``weight``, broadcast against the batch)."""
 
     def cond_fn(batch: dict) -> Cond:
         return make_cond(batch["covariates"], conditioning, batch[key].shape[2:])
@@ -92,6 +94,7 @@ def diffusion_loss(
         cond_fn=cond_fn,
         cond_dropout=cond_dropout,
         min_snr_gamma=min_snr_gamma,
+        weight=weight,
     )
 
 

@@ -35,6 +35,7 @@ def diffusion_loss(
     kind: Literal["mse", "l1"] = "mse",
     cond_dropout: float = 0.0,
     min_snr_gamma: float | None = None,
+    weight: Tensor | None = None,
 ) -> LossFn:
     """Denoising loss of any :class:`NoiseProcess`: ``|| model(x_t, t, cond) - target ||``.
 
@@ -42,6 +43,9 @@ def diffusion_loss(
     ``cond_fn(batch)``: the conditioning of the batch (None: unconditional). ``cond_dropout``: the
     probability that a row's context is dropped (set to NaN: the network's null token), for
     classifier-free guidance; concat channels are kept, as guidance keeps them.
+    ``weight``: a fixed weight per element, broadcast against x0 (e.g. (1, 1, *S): where to denoise
+    most carefully); it changes which errors the network spends its capacity on, not the
+    minimiser of each element's error (the conditional mean of the target).
     ``min_snr_gamma``: Min-SNR-gamma weights per row (``GaussianProcess.loss_weight``). The loss is
     a mean over all elements, so gradient accumulation of k micro-batches of b equals one batch of
     k*b.
@@ -65,6 +69,8 @@ def diffusion_loss(
         err = dist(out.float(), process.target(x0, t, noise, y).float(), reduction="none")
         if min_snr_gamma is not None:
             err = process.loss_weight(t, err, min_snr_gamma) * err  # type: ignore[attr-defined]
+        if weight is not None:
+            err = weight.to(err.device) * err
         return err.mean()
 
     return loss_fn

@@ -63,8 +63,15 @@ class LDMDiffusionConfig:
     min_snr_gamma: float | None = None
     # Diffuse the deviations from the voxelwise mean training latent (methods.ldm.data.LatentNorm).
     center: bool = False
+    # Extra loss weight where the ventricles lie (methods.ldm.data.region_weight): the latent loss
+    # is weighted 1 + region_weight x (fraction of training label maps with ventricle there),
+    # rescaled to mean 1. Ventricle size is a small part of the whole-volume denoising loss, so an
+    # unweighted model can learn brain volume from its covariate long before ventricle volume.
+    region_weight: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.region_weight < 0:
+            raise ValueError(f"region_weight must be >= 0, got {self.region_weight}")
         if self.embed and self.conditioning == "concat":
             raise ValueError(
                 "embed needs conditioning crossattn or both (it embeds the context vector)"

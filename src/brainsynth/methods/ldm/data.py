@@ -143,3 +143,34 @@ class LatentNorm:
         if not Path(path).exists():
             raise InputError(path, "missing: the diffusion run's latent mean (latent_norm)")
         return cls(load_file(str(path))["mean"], scale)
+
+
+def region_weight(
+    cache, downsample: int, padded: tuple[int, ...], latent: tuple[int, ...], strength: float
+) -> torch.Tensor:
+    """The loss weight (1, 1, *latent) of ``LDMDiffusionConfig.region_weight``: 1 + ``strength`` x
+    the fraction of the cache's training label maps with ventricle at each place (average-pooled
+    to the training resolution, padded like the images, left-right symmetrised as the mirrored
+    training images need, then averaged onto the latent grid), rescaled to mean 1."""
+    from brainsynth.data.labels import ventricle_mask
+    from brainsynth.errors import InputError
+
+    data = CacheDataset(cache, "train")
+    total, n = None, 0
+    for i in range(len(data)):
+        labels = data[i].get("labels")
+        if labels is None:
+            continue
+        m = torch.from_numpy(ventricle_mask(labels[0].numpy()).astype("float32"))[None, None]
+        total = m if total is None else total + m
+        n += 1
+    if total is None:
+        raise InputError(cache, "region_weight needs label maps of the training subjects")
+    frac = total / n
+    if downsample > 1:
+        frac = F.avg_pool3d(frac, downsample)
+    width = frac.shape[2]
+    frac = pad_to(frac, padded)
+    frac = 0.5 * (frac + mirror_lr(frac, width))
+    w = 1 + strength * F.adaptive_avg_pool3d(frac, latent)
+    return w / w.mean()

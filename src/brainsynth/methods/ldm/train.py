@@ -31,6 +31,7 @@ from brainsynth.methods.ldm.data import (
     crop_to,
     encode_all,
     padded_shape,
+    region_weight,
 )
 from brainsynth.methods.ldm.losses import AEWithDiscriminator, ae_loss, diffusion_loss
 from brainsynth.nn.autoencoder import build_autoencoder, downsample_factor
@@ -222,9 +223,16 @@ def train_diffusion(
         **to_dict(cfg),
     }
     d = cfg.diffusion
+    weight = None
+    if d.region_weight > 0:
+        weight = region_weight(
+            cache, cfg.data.downsample, images.padded, tuple(lat.shape[2:]), d.region_weight
+        )
     trainer = Trainer(
         build_denoiser(cfg, cfg.train_diffusion.grad_checkpointing),
-        diffusion_loss(build_process(cfg), d.conditioning, d.cond_dropout, d.min_snr_gamma),
+        diffusion_loss(
+            build_process(cfg), d.conditioning, d.cond_dropout, d.min_snr_gamma, weight=weight
+        ),
         LatentSet(norm.apply(lat), cov),
         cfg.train_diffusion,
         out,
