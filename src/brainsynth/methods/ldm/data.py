@@ -146,7 +146,11 @@ class LatentNorm:
 
 
 def region_weight(
-    cache, downsample: int, padded: tuple[int, ...], latent: tuple[int, ...], strength: float
+    cache,
+    downsample: int,
+    padded: tuple[int, ...],
+    latent: tuple[int, int, int],
+    strength: float,
 ) -> torch.Tensor:
     """The loss weight (1, 1, *latent) of ``LDMDiffusionConfig.region_weight``: 1 + ``strength`` x
     the fraction of the cache's training label maps with ventricle at each place (average-pooled

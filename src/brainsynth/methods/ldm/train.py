@@ -189,6 +189,11 @@ def load_autoencoder(ae_dir: Path, device) -> tuple:
     return ae, cfg, json.loads(stats_file.read_text())["scale_factor"]
 
 
+def _spatial3(x: torch.Tensor) -> tuple[int, int, int]:
+    a, b, c = x.shape[2:]
+    return int(a), int(b), int(c)
+
+
 def train_diffusion(
     cfg: LDMConfig, cache: Path, ae_dir: Path, out: Path, resume: bool = False, device=None
 ) -> Path:
@@ -226,7 +231,7 @@ def train_diffusion(
     weight = None
     if d.region_weight > 0:
         weight = region_weight(
-            cache, cfg.data.downsample, images.padded, tuple(lat.shape[2:]), d.region_weight
+            cache, cfg.data.downsample, images.padded, _spatial3(lat), d.region_weight
         )
     trainer = Trainer(
         build_denoiser(cfg, cfg.train_diffusion.grad_checkpointing),
