@@ -1,6 +1,7 @@
 """Fixtures of the method tests: a tiny prepared cache (4 synthetic heads, 2 mm, 16 x 20 x 16),
-a tiny restore prior trained on it (``configs/restore_tiny.yaml``, 4 steps) and a tiny deform
-run (``configs/deform_tiny.yaml``, both stages), each trained once per session."""
+a tiny restore prior trained on it (``configs/restore_tiny.yaml``, 4 steps), a tiny deform
+run (``configs/deform_tiny.yaml``, both stages) and a tiny ldm diffusion run
+(``configs/ldm_tiny.yaml``, 2 steps per stage), each trained once per session."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from brainsynth.io import Volume, write_volume
 REPO = Path(__file__).resolve().parents[2]
 RESTORE_TINY = REPO / "configs" / "restore_tiny.yaml"
 DEFORM_TINY = REPO / "configs" / "deform_tiny.yaml"
+LDM_TINY = REPO / "configs" / "ldm_tiny.yaml"
 RESTORE_CACHE_SHAPE = (16, 20, 16)  # 2 mm; the tiny config pools by 2 -> 8 x 10 x 8 at 4 mm
 
 
@@ -63,3 +65,15 @@ def deform_run(restore_cache, tmp_path_factory) -> Path:
     deform.train(cfg, restore_cache, run, "cpu", stage="register")
     deform.train(cfg, restore_cache, run, "cpu", stage="fields")
     return run
+
+
+@pytest.fixture(scope="session")
+def ldm_run(restore_cache, tmp_path_factory) -> Path:
+    """A tiny ldm diffusion run (2 steps per stage) on the restore tests' cache; read only."""
+    from brainsynth.methods import ldm
+
+    sets = ["data.downsample=1", "train_ae.steps=2", "train_diffusion.steps=2"]
+    cfg = ldm.load_ldm_config(LDM_TINY, sets)
+    root = tmp_path_factory.mktemp("ldm")
+    ldm.train_autoencoder(cfg, restore_cache, root / "ae", False, "cpu")
+    return ldm.train_diffusion(cfg, restore_cache, root / "ae", root / "ldm", False, "cpu")

@@ -18,7 +18,6 @@ from brainsynth.errors import InputError
 from brainsynth.io import read_volume
 from brainsynth.training.checkpoint import load_checkpoint, read_meta
 
-REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 
 
@@ -173,18 +172,6 @@ def test_deform_model_keeps_both_stages_and_the_templates(deform_run, models, tm
     _ok(runner.invoke(app, [*cmd, str(tmp_path / "b"), "--ckpt", "deform-tiny"]))
     a, b = (read_volume(tmp_path / d / "sample_000_T1w.nii.gz") for d in "ab")
     _close(a.data, b.data, 5e-2)
-
-
-@pytest.fixture(scope="module")
-def ldm_run(restore_cache, tmp_path_factory) -> Path:
-    """A tiny ldm diffusion run (2 steps per stage) on the restore tests' cache."""
-    from brainsynth.methods import ldm
-
-    sets = ["data.downsample=1", "train_ae.steps=2", "train_diffusion.steps=2"]
-    cfg = ldm.load_ldm_config(REPO / "configs" / "ldm_tiny.yaml", sets)
-    root = tmp_path_factory.mktemp("ldm")
-    ldm.train_autoencoder(cfg, restore_cache, root / "ae", False, "cpu")
-    return ldm.train_diffusion(cfg, restore_cache, root / "ae", root / "ldm", False, "cpu")
 
 
 @pytest.mark.slow

@@ -51,16 +51,9 @@ def test_the_shipped_models_are_all_there_or_none():
 
 
 @pytest.fixture(scope="module")
-def ldm_model(restore_cache, tmp_path_factory) -> Path:
-    """A tiny ldm diffusion run (2 steps per stage, as test_export.py's) exported as a model."""
-    from brainsynth.methods import ldm
-
-    sets = ["data.downsample=1", "train_ae.steps=2", "train_diffusion.steps=2"]
-    cfg = ldm.load_ldm_config(REPO / "configs" / "ldm_tiny.yaml", sets)
-    root = tmp_path_factory.mktemp("ldm")
-    ldm.train_autoencoder(cfg, restore_cache, root / "ae", False, "cpu")
-    run = ldm.train_diffusion(cfg, restore_cache, root / "ae", root / "ldm", False, "cpu")
-    return export_model(run, "ldm-tiny", root / "models")
+def ldm_model(ldm_run, tmp_path_factory) -> Path:
+    """The tiny ldm run of conftest.py exported as a model."""
+    return export_model(ldm_run, "ldm-tiny", tmp_path_factory.mktemp("ldm") / "models")
 
 
 def test_smoke_sample_decodes_one_ddim_step_of_a_tiny_ldm_model(ldm_model):
