@@ -38,9 +38,9 @@ import torch.nn.functional as F
 from scipy.stats import pearsonr, spearmanr
 
 from brainsynth.data.cache import CacheDataset, read_cache_manifest
-from brainsynth.data.labels import ventricle_mask
 from brainsynth.evaluation.anatomy import tissue_volumes_gmm
 from brainsynth.io import read_volume
+from brainsynth.methods.ldm.data import ventricle_fraction
 
 
 def proxy(image: np.ndarray, spacing: tuple[float, float, float]) -> dict:
@@ -54,9 +54,7 @@ def _pool(a: np.ndarray, factor: int) -> np.ndarray:
 
 def ventricle_prior(cache: Path, downsample: int) -> np.ndarray:
     """Where more than 5 % of the training label maps have ventricle (run resolution)."""
-    ds = CacheDataset(cache, "train")
-    masks = [_pool(ventricle_mask(ds[i]["labels"][0].numpy()), downsample) for i in range(len(ds))]
-    return np.mean(masks, axis=0) > 0.05
+    return ventricle_fraction(cache, downsample)[0, 0].numpy() > 0.05
 
 
 def dark_volume(image: np.ndarray, prior: np.ndarray | None, voxel_mm3: float) -> float:

@@ -145,17 +145,9 @@ class LatentNorm:
         return cls(load_file(str(path))["mean"], scale)
 
 
-def region_weight(
-    cache,
-    downsample: int,
-    padded: tuple[int, ...],
-    latent: tuple[int, int, int],
-    strength: float,
-) -> torch.Tensor:
-    """The loss weight (1, 1, *latent) of ``LDMDiffusionConfig.region_weight``: 1 + ``strength`` x
-    the fraction of the cache's training label maps with ventricle at each place (average-pooled
-    to the training resolution, padded like the images, left-right symmetrised as the mirrored
-    training images need, then averaged onto the latent grid), rescaled to mean 1."""
+def ventricle_fraction(cache, downsample: int) -> torch.Tensor:
+    """(1, 1, *S): the fraction of the cache's training label maps with ventricle at each place,
+    average-pooled by ``downsample`` (the training resolution); an InputError without label maps."""
     from brainsynth.data.labels import ventricle_mask
     from brainsynth.errors import InputError
 
@@ -169,10 +161,26 @@ def region_weight(
         total = m if total is None else total + m
         n += 1
     if total is None:
-        raise InputError(cache, "region_weight needs label maps of the training subjects")
+        raise InputError(
+            cache,
+            "no label maps of the training subjects: the ventricle fraction (region_weight) needs them",
+        )
     frac = total / n
-    if downsample > 1:
-        frac = F.avg_pool3d(frac, downsample)
+    return F.avg_pool3d(frac, downsample) if downsample > 1 else frac
+
+
+def region_weight(
+    cache,
+    downsample: int,
+    padded: tuple[int, ...],
+    latent: tuple[int, int, int],
+    strength: float,
+) -> torch.Tensor:
+    """The loss weight (1, 1, *latent) of ``LDMDiffusionConfig.region_weight``: 1 + ``strength`` x
+    the training label maps' ventricle fraction (``ventricle_fraction``, padded like the images,
+    left-right symmetrised as the mirrored training images need, then averaged onto the latent
+    grid), rescaled to mean 1."""
+    frac = ventricle_fraction(cache, downsample)
     width = frac.shape[2]
     frac = pad_to(frac, padded)
     frac = 0.5 * (frac + mirror_lr(frac, width))
